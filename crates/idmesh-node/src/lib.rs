@@ -1,0 +1,26 @@
+//! An idmesh node: one member of a site.
+//!
+//! [`Node::start`] opens the data dir, starts openraft over the node's store, serves the public
+//! gRPC API (agent registry, site) and the peer API (Raft, forwarding) on separate listeners,
+//! and initialises the site on first boot. IO lives here: the network, the clock, the disk.
+//!
+//! - Writes: [`write`] — proposed on the leader, forwarded to it by followers, answered only
+//!   once committed and durable.
+//! - Reads: local by default; [`read`] provides the linearizable barrier.
+//! - Errors: [`NodeError`], mapped to `tonic::Status` in one place ([`error`]).
+
+pub mod api;
+mod clock;
+pub mod config;
+pub mod error;
+mod identity;
+pub mod membership;
+mod node;
+pub mod peer;
+pub mod read;
+pub mod status;
+pub mod write;
+
+pub use config::{NodeConfig, RaftTiming};
+pub use error::NodeError;
+pub use node::{Node, RunningNode};

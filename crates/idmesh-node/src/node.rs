@@ -1,0 +1,260 @@
+//! A node: its Raft handle, applied state, peers, and the two gRPC listeners.
+
+use crate::api::{RegistryApi, SiteApi};
+use crate::peer::{Network, PEER_MESSAGE_MAX_BYTES, PeerService, Peers};
+use crate::{NodeConfig, identity};
+use idmesh_proto::peer::raft_peer_server::RaftPeerServer;
+use idmesh_proto::v1::agent_registry_server::AgentRegistryServer;
+use idmesh_proto::v1::site_server::SiteServer;
+use idmesh_raft::{NodeInfo, Raft, SharedState};
+use idmesh_store::{SledOptions, SledStore, Store};
+use idmesh_types::InvalidField;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest public request accepted.
+pub const PUBLIC_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
+
+/// Why a node could not start. Nothing on disk was reset.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration breaks a rule.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] InvalidField),
+    /// The data dir cannot be used.
+    #[error("data dir {path} cannot be used: {detail}")]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} ({which}): {detail}")]
+    Bind {
+        /// `listen` or `peer_listen`.
+        which: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        detail: String,
+    },
+    /// openraft failed to start over the stored state.
+    #[error("consensus failed to start: {0}")]
+    Raft(String),
+}
+
+/// A handle to a node; cheap to clone, shared by every service.
+#[derive(Debug, Clone)]
+pub struct Node(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    config: NodeConfig,
+    raft: Raft,
+    shared: SharedState,
+    peers: Arc<Peers>,
+    store: Arc<dyn Store>,
+}
+
+/// A started node: its listeners' real addresses and how to stop it.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node.
+    pub node: Node,
+    /// Where the public API listens.
+    pub public_addr: SocketAddr,
+    /// Where the peer API listens.
+    pub peer_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl Node {
+    /// Opens the data dir, starts consensus and both listeners, and initialises the site on
+    /// first boot.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
+        config.validate()?;
+        let raft_config = Arc::new(config.openraft_config()?);
+        let data_err = |detail: String| StartError::DataDir { path: config.data_dir.clone(), detail };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
+        let store = SledStore::open(config.data_dir.join("store"), SledOptions::default())
+            .map_err(|e| data_err(e.to_string()))?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        identity::check_or_record(store.as_ref(), &config).map_err(data_err)?;
+        let (log, sm) = idmesh_raft::open(store.clone(), config.trust_domain.clone())
+            .map_err(|e| data_err(e.to_string()))?;
+        let shared = sm.shared();
+
+        let public = bind("listen", config.listen).await?;
+        let peer = bind("peer_listen", config.peer_listen).await?;
+        let public_addr = local_addr("listen", &public)?;
+        let peer_addr = local_addr("peer_listen", &peer)?;
+
+        let peers = Arc::new(Peers::new(config.trust_domain.clone(), config.site.clone(), config.node_id));
+        let raft = Raft::new(config.node_id.0, raft_config, Network::new(peers.clone()), log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let node = Node(Arc::new(Inner { config, raft, shared, peers, store }));
+        tracing::info!(node = %node.config().node_id, site = %node.config().site, %public_addr, %peer_addr, "node started");
+
+        let (stop, stopped) = watch::channel(false);
+        let servers = vec![
+            tokio::spawn(serve_peer(node.clone(), peer, stopped.clone())),
+            tokio::spawn(serve_public(node.clone(), public, stopped)),
+        ];
+        node.initialize_on_first_boot().await;
+        Ok(RunningNode { node, public_addr, peer_addr, stop, servers })
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.0.config
+    }
+
+    /// openraft's handle.
+    pub fn raft(&self) -> &Raft {
+        &self.0.raft
+    }
+
+    /// The applied state, for local reads.
+    pub fn shared(&self) -> &SharedState {
+        &self.0.shared
+    }
+
+    /// The peer channel cache.
+    pub fn peers(&self) -> &Peers {
+        &self.0.peers
+    }
+
+    /// Bytes the node's store occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.0.store.size_on_disk().unwrap_or(0)
+    }
+
+    /// A copy of openraft's latest metrics of this node.
+    pub fn metrics(&self) -> openraft::RaftMetrics<idmesh_raft::TypeConfig> {
+        use openraft::async_runtime::WatchReceiver as _;
+        self.raft().metrics().borrow_watched().clone()
+    }
+
+    /// The leader this node knows of.
+    pub fn current_leader(&self) -> Option<u64> {
+        self.metrics().current_leader
+    }
+
+    /// The peer address of member `id`, from the membership this node knows.
+    pub fn peer_addr_of(&self, id: u64) -> Option<String> {
+        self.metrics().membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone())
+    }
+
+    async fn initialize_on_first_boot(&self) {
+        let peers = &self.config().site_peers;
+        // Exactly one node initialises the site: the lowest id of the initial members, and only
+        // when its store has never held a log or vote. The others wait to be replicated to.
+        let Some(first) = peers.keys().next() else { return };
+        if *first != self.config().node_id {
+            return;
+        }
+        match self.raft().is_initialized().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell whether the site is initialised");
+                return;
+            }
+        }
+        let members: BTreeMap<u64, NodeInfo> =
+            peers.iter().map(|(id, addr)| (id.0, NodeInfo { peer_addr: addr.clone() })).collect();
+        match self.raft().initialize(members).await {
+            Ok(()) => tracing::info!(members = peers.len(), "site initialised"),
+            Err(e) => tracing::warn!(error = %e, "site not initialised (it may already be)"),
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops both listeners and consensus, and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.node.raft().shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for server in self.servers {
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            }
+        }
+        if let Err(e) = self.node.0.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind { which, addr, detail: e.to_string() })
+}
+
+fn local_addr(which: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|e| StartError::Bind {
+        which,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        detail: e.to_string(),
+    })
+}
+
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+async fn serve_peer(
+    node: Node,
+    listener: TcpListener,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let service = RaftPeerServer::new(PeerService::new(node))
+        .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped))
+        .await
+}
+
+async fn serve_public(
+    node: Node,
+    listener: TcpListener,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentRegistryServer<RegistryApi>>().await;
+    health.set_serving::<SiteServer<SiteApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(idmesh_proto::FILE_DESCRIPTOR_SET)
+        .with_service_name("idmesh.v1.AgentRegistry")
+        .with_service_name("idmesh.v1.Site")
+        .build_v1();
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut router = builder
+        .add_service(
+            AgentRegistryServer::new(RegistryApi::new(node.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(SiteServer::new(SiteApi::new(node)).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES))
+        .add_service(health_service);
+    match reflection {
+        Ok(reflection) => router = router.add_service(reflection),
+        Err(e) => tracing::warn!(error = %e, "gRPC reflection unavailable"),
+    }
+    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped)).await
+}

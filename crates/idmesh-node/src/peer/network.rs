@@ -1,0 +1,159 @@
+//! openraft's network over the peer gRPC API. Payloads are openraft's messages in JSON.
+
+use super::{Peers, SNAPSHOT_CHUNK_BYTES};
+use idmesh_proto::peer::{RaftReply, RaftRequest, SnapshotChunk};
+use idmesh_raft::{NodeInfo, Snapshot, TypeConfig, Vote};
+use openraft::error::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::Arc;
+use tonic::Code;
+
+/// Creates a connection per target for openraft; all of them share the node's channel cache.
+#[derive(Debug, Clone)]
+pub struct Network {
+    peers: Arc<Peers>,
+}
+
+impl Network {
+    /// A network over `peers`.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        Self { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
+        PeerConnection { peers: self.peers.clone(), target, addr: node.peer_addr.clone() }
+    }
+}
+
+/// openraft's view of one other member.
+#[derive(Debug)]
+pub struct PeerConnection {
+    peers: Arc<Peers>,
+    target: u64,
+    addr: String,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    PreVote,
+}
+
+fn network_error(detail: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(detail)))
+}
+
+fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(status.message().to_owned())))
+        }
+        _ => network_error(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+impl PeerConnection {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let payload = serde_json::to_vec(request).map_err(|e| network_error(format!("encode: {e}")))?;
+        let mut client =
+            self.peers.client(self.target, &self.addr).map_err(|e| network_error(e.to_string()))?;
+        let mut message = tonic::Request::new(RaftRequest {
+            header: Some(self.peers.header(self.target)),
+            payload: payload.into(),
+        });
+        message.set_timeout(option.hard_ttl());
+        let reply: Result<tonic::Response<RaftReply>, tonic::Status> = match rpc {
+            Rpc::Append => client.append_entries(message).await,
+            Rpc::Vote => client.vote(message).await,
+            Rpc::PreVote => client.pre_vote(message).await,
+        };
+        let reply = reply.map_err(status_error)?.into_inner();
+        let result: Result<Resp, RaftError<TypeConfig>> = serde_json::from_slice(&reply.payload)
+            .map_err(|e| network_error(format!("decode reply: {e}")))?;
+        result.map_err(|remote| network_error(format!("node {} failed: {remote}", self.target)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::PreVote, &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let encode_err = |e: serde_json::Error| StreamingError::Network(NetworkError::new(&e));
+        let vote = serde_json::to_vec(&vote).map_err(encode_err)?;
+        let meta = serde_json::to_vec(&snapshot.meta).map_err(encode_err)?;
+        let mut chunks = Vec::new();
+        let mut data = snapshot.snapshot.chunks(SNAPSHOT_CHUNK_BYTES);
+        chunks.push(SnapshotChunk {
+            header: Some(self.peers.header(self.target)),
+            vote: vote.into(),
+            meta: meta.into(),
+            data: data.next().map(|c| c.to_vec()).unwrap_or_default().into(),
+        });
+        chunks.extend(data.map(|c| SnapshotChunk { data: c.to_vec().into(), ..Default::default() }));
+        let bytes = snapshot.snapshot.len();
+        let mut client = self
+            .peers
+            .client(self.target, &self.addr)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?;
+        let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        tracing::info!(target_node = self.target, bytes, "sending snapshot");
+        let reply = tokio::select! {
+            reply = client.install_snapshot(request) => reply,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let reply = reply.map_err(|s| match status_error(s) {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        })?;
+        let result: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
+            serde_json::from_slice(&reply.into_inner().payload).map_err(encode_err)?;
+        result.map_err(|fatal| StreamingError::Network(NetworkError::new(&fatal)))
+    }
+}

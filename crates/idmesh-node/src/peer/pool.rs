@@ -1,0 +1,90 @@
+//! Channels to the other members of the site, created once and reused by every RPC.
+
+use crate::NodeError;
+use idmesh_proto::peer::PeerHeader;
+use idmesh_proto::peer::raft_peer_client::RaftPeerClient;
+use idmesh_types::{NodeId, SiteName, TrustDomain};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+use super::PEER_MESSAGE_MAX_BYTES;
+
+/// The channel cache of one node, and the header it puts on every peer request.
+#[derive(Debug)]
+pub struct Peers {
+    trust_domain: TrustDomain,
+    site: SiteName,
+    me: NodeId,
+    channels: Mutex<HashMap<u64, (String, Channel)>>,
+}
+
+impl Peers {
+    /// An empty cache for node `me` of `site`.
+    pub fn new(trust_domain: TrustDomain, site: SiteName, me: NodeId) -> Self {
+        Self { trust_domain, site, me, channels: Mutex::new(HashMap::new()) }
+    }
+
+    /// A client for node `target` at `addr`, on a cached channel (replaced if the address
+    /// changed). Channels connect lazily and reconnect by themselves.
+    pub fn client(&self, target: u64, addr: &str) -> Result<RaftPeerClient<Channel>, NodeError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&target) {
+            Some((cached_addr, channel)) if cached_addr == addr => channel.clone(),
+            _ => {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| {
+                        NodeError::Invalid(idmesh_types::InvalidField::new(
+                            "peer_addr",
+                            format!("{addr:?} is not host:port ({e})"),
+                        ))
+                    })?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                channels.insert(target, (addr.to_owned(), channel.clone()));
+                channel
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES))
+    }
+
+    /// The header of a request from this node to `to`.
+    pub fn header(&self, to: u64) -> PeerHeader {
+        PeerHeader {
+            trust_domain: self.trust_domain.to_string(),
+            site: self.site.to_string(),
+            from_node: self.me.0,
+            to_node: to,
+        }
+    }
+
+    /// Checks that a request's header is meant for this node of this site.
+    pub fn check(&self, header: Option<&PeerHeader>) -> Result<(), NodeError> {
+        let wrong = |detail: String| Err(NodeError::WrongPeer { detail });
+        let Some(h) = header else {
+            return wrong("the request has no peer header".into());
+        };
+        if h.trust_domain != self.trust_domain.as_str() {
+            return wrong(format!(
+                "it is for trust domain {:?}, this node is in {}",
+                h.trust_domain, self.trust_domain
+            ));
+        }
+        if h.site != self.site.as_str() {
+            return wrong(format!("it is for site {:?}, this node is in site {}", h.site, self.site));
+        }
+        if h.to_node != self.me.0 {
+            return wrong(format!(
+                "it is for node {}, this is node {} (a peer address may point at the wrong node)",
+                h.to_node, self.me
+            ));
+        }
+        Ok(())
+    }
+}

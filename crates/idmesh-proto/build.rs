@@ -1,0 +1,22 @@
+//! Compiles `proto/` with protox (pure Rust: no protoc binary needed) and generates the
+//! prost/tonic code, plus the encoded descriptor set served by gRPC reflection.
+
+use prost::Message as _;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [root.join("idmesh/v1/registry.proto"), root.join("idmesh/peer/v1/raft.proto")];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("idmesh_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .bytes(".idmesh.peer.v1")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Key layout of a node's store. Each keyspace has its own prefix; numbers are big-endian so
+//! that key order is numeric order.
+
+use idmesh_store::KeyRange;
+
+/// Raft log entries: `log/<index u64 BE>` → entry.
+pub const LOG: &[u8] = b"log/";
+/// The vote.
+pub const VOTE: &[u8] = b"meta/vote";
+/// Last committed log id (so the state machine can be re-applied up to it after a restart).
+pub const COMMITTED: &[u8] = b"meta/committed";
+/// Last purged log id (so the log state is known when every entry has been purged).
+pub const PURGED: &[u8] = b"meta/purged";
+/// Identity of the node that owns this store (site, node id, trust domain).
+pub const IDENTITY: &[u8] = b"meta/identity";
+/// Applied agents: `sm/agent/<spiffe id>` → agent.
+pub const SM_AGENT: &[u8] = b"sm/agent/";
+/// Last applied log id of the state machine.
+pub const SM_APPLIED: &[u8] = b"sm/applied";
+/// Last applied membership of the state machine.
+pub const SM_MEMBERSHIP: &[u8] = b"sm/membership";
+/// Metadata of the current snapshot.
+pub const SNAPSHOT_META: &[u8] = b"snap/meta";
+/// Data chunks of the current snapshot: `snap/data/<chunk u32 BE>`.
+pub const SNAPSHOT_DATA: &[u8] = b"snap/data/";
+
+/// The key of log entry `index`.
+pub fn log_key(index: u64) -> Vec<u8> {
+    let mut key = LOG.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The log index a log key holds, if it is one.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.strip_prefix(LOG)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Log keys with index in `[start, end)`; `end = None` means to the end of the log.
+pub fn log_range(start: u64, end: Option<u64>) -> KeyRange {
+    match end {
+        Some(end) => KeyRange::between(log_key(start), log_key(end)),
+        None => KeyRange::prefix_starting_at(LOG, log_key(start)),
+    }
+}
+
+/// The key of an agent's record.
+pub fn agent_key(id: &idmesh_types::AgentId) -> Vec<u8> {
+    let mut key = SM_AGENT.to_vec();
+    key.extend_from_slice(id.to_string().as_bytes());
+    key
+}
+
+/// The key of snapshot chunk `n`.
+pub fn snapshot_chunk_key(n: u32) -> Vec<u8> {
+    let mut key = SNAPSHOT_DATA.to_vec();
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}

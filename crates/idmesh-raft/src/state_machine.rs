@@ -1,0 +1,222 @@
+//! The state machine: applies committed entries to the registry, writes the result through to
+//! the store, builds and installs snapshots.
+
+use crate::codec::{decode, encode, store_err};
+use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_MEMBERSHIP};
+use crate::snapshot::{self, SNAPSHOT_FORMAT, SnapshotPayload};
+use crate::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, WriteOutcome};
+use futures::{Stream, StreamExt};
+use idmesh_state::{Agent, Registry};
+use idmesh_store::{KeyRange, Order, Store, WriteBatch};
+use idmesh_types::TrustDomain;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// What a node has applied. Services read it directly (local reads) through [`SharedState`].
+#[derive(Debug, Clone)]
+pub struct AppliedState {
+    /// The agents.
+    pub registry: Registry,
+    /// The last log entry applied.
+    pub last_applied: Option<LogId>,
+    /// The last membership applied.
+    pub membership: StoredMembership,
+}
+
+/// The applied state, shared between the state machine (the only writer) and readers.
+#[derive(Debug, Clone)]
+pub struct SharedState(Arc<RwLock<AppliedState>>);
+
+impl SharedState {
+    /// Read access. Readers hold it briefly: the state machine waits for them to apply.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        // A panic while holding the lock cannot leave the state half-applied: apply computes
+        // each agent completely before inserting it, so a poisoned lock still guards whole data.
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The state machine of one node.
+#[derive(Debug)]
+pub struct StateMachine {
+    store: Arc<dyn Store>,
+    shared: SharedState,
+}
+
+impl StateMachine {
+    /// Loads the applied state from `store`.
+    pub fn open(store: Arc<dyn Store>, trust_domain: TrustDomain) -> Result<Self, io::Error> {
+        let read = |key: &[u8], what: &str| -> Result<Option<Vec<u8>>, io::Error> {
+            let _ = what;
+            store.get(key).map_err(store_err)
+        };
+        let last_applied: Option<LogId> = match read(SM_APPLIED, "applied")? {
+            Some(bytes) => decode("applied log id", &bytes)?,
+            None => None,
+        };
+        let membership: StoredMembership = match read(SM_MEMBERSHIP, "membership")? {
+            Some(bytes) => decode("membership", &bytes)?,
+            None => StoredMembership::default(),
+        };
+        let pairs =
+            store.scan(&KeyRange::prefix(SM_AGENT), Order::Ascending, usize::MAX).map_err(store_err)?;
+        let agents =
+            pairs.iter().map(|(_, bytes)| decode::<Agent>("agent", bytes)).collect::<Result<Vec<_>, _>>()?;
+        let registry = Registry::restore(trust_domain, agents)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        tracing::info!(agents = registry.len(), last_applied = ?last_applied.as_ref().map(|l| l.index), "state machine loaded");
+        let state = AppliedState { registry, last_applied, membership };
+        Ok(Self { store, shared: SharedState(Arc::new(RwLock::new(state))) })
+    }
+
+    /// A handle for readers of the applied state.
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    async fn flush(&self) -> Result<(), io::Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+            .map_err(store_err)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.shared.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut items = Vec::new();
+        while let Some(item) = entries.next().await {
+            items.push(item?);
+        }
+        let mut batch = WriteBatch::new();
+        let mut replies = Vec::with_capacity(items.len());
+        {
+            let mut state = self.shared.write();
+            let mut membership_changed = false;
+            for (entry, responder) in items {
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => WriteOutcome::Nothing,
+                    EntryPayload::Normal(command) => match state.registry.apply(&command) {
+                        Ok(agent) => {
+                            batch.put(keys::agent_key(&agent.id), encode("agent", &agent)?);
+                            WriteOutcome::Agent(agent)
+                        }
+                        Err(refused) => WriteOutcome::Refused(refused),
+                    },
+                    EntryPayload::Membership(membership) => {
+                        state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        membership_changed = true;
+                        WriteOutcome::Nothing
+                    }
+                };
+                state.last_applied = Some(entry.log_id);
+                if let Some(responder) = responder {
+                    replies.push((responder, outcome));
+                }
+            }
+            batch.put(SM_APPLIED, encode("applied log id", &state.last_applied)?);
+            if membership_changed {
+                batch.put(SM_MEMBERSHIP, encode("membership", &state.membership)?);
+            }
+        }
+        // Not flushed here: the entries are durable in the log, and what the state machine
+        // writes is recovered by re-applying them after a crash (applied id and agents are
+        // written in one atomic batch, so they never disagree).
+        self.store.write(batch).map_err(store_err)?;
+        for (responder, outcome) in replies {
+            responder.send(outcome);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { store: self.store.clone(), shared: self.shared.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), io::Error> {
+        let trust_domain = self.shared.read().registry.trust_domain().clone();
+        let payload = SnapshotPayload::decode(&data, &trust_domain)?;
+        let registry = Registry::restore(trust_domain, payload.agents)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut batch = WriteBatch::new();
+        batch.delete_range(KeyRange::prefix(SM_AGENT));
+        for agent in registry.agents() {
+            batch.put(keys::agent_key(&agent.id), encode("agent", agent)?);
+        }
+        batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
+        batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
+        snapshot::stage(&mut batch, meta, &data)?;
+        self.store.write(batch).map_err(store_err)?;
+        self.flush().await?;
+        let agents = registry.len();
+        *self.shared.write() = AppliedState {
+            registry,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        tracing::info!(agents, last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        snapshot::load(self.store.as_ref())
+    }
+}
+
+/// Builds a snapshot of the applied state at the moment it runs.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    store: Arc<dyn Store>,
+    shared: SharedState,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (payload, meta) = {
+            let state = self.shared.read();
+            let payload = SnapshotPayload {
+                format: SNAPSHOT_FORMAT,
+                trust_domain: state.registry.trust_domain().clone(),
+                agents: state.registry.agents().cloned().collect(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+            };
+            (payload, meta)
+        };
+        let data = payload.encode()?;
+        let mut batch = WriteBatch::new();
+        snapshot::stage(&mut batch, &meta, &data)?;
+        self.store.write(batch).map_err(store_err)?;
+        // Flushing also makes the state machine's own writes up to `last_applied` durable, so
+        // purging the log up to the snapshot can never lose an entry the state machine needs.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+            .map_err(store_err)?;
+        tracing::info!(agents = payload.agents.len(), bytes = data.len(), last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot built");
+        Ok(Snapshot { meta, snapshot: data })
+    }
+}

@@ -1,0 +1,148 @@
+//! Commands: the only way a site's state changes. Each is one Raft log entry.
+
+use crate::{PublicJwk, validate};
+use idmesh_types::limits::CREDENTIALS_MAX_COUNT;
+use idmesh_types::{AgentId, InvalidField, TrustDomain, UnixMillis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A change to the site's state, with the time it was made.
+///
+/// `at` is chosen once, by the node that proposes the command, and replicated with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// When the change was requested (wall clock of the proposing node).
+    pub at: UnixMillis,
+    /// What changes.
+    pub op: Op,
+}
+
+/// The changes a site knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Create an agent.
+    RegisterAgent(RegisterAgent),
+    /// Change an agent's owner, labels or credentials.
+    UpdateAgent(UpdateAgent),
+    /// Refuse an agent until it is resumed.
+    SuspendAgent {
+        /// The agent.
+        id: AgentId,
+        /// Why (free text, may be empty).
+        reason: String,
+    },
+    /// Undo a suspension.
+    ResumeAgent {
+        /// The agent.
+        id: AgentId,
+    },
+    /// Refuse an agent forever.
+    RevokeAgent {
+        /// The agent.
+        id: AgentId,
+        /// Why (free text, may be empty).
+        reason: String,
+    },
+}
+
+/// Registration of a new agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterAgent {
+    /// The new agent's id; its trust domain must be the site's.
+    pub id: AgentId,
+    /// Who is responsible for it.
+    pub owner: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Public keys it may authenticate with.
+    pub credentials: Vec<PublicJwk>,
+}
+
+/// A change of some of an agent's fields. Absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateAgent {
+    /// The agent.
+    pub id: AgentId,
+    /// New owner.
+    pub owner: Option<String>,
+    /// New labels, replacing all current labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Keys to add.
+    pub add_credentials: Vec<PublicJwk>,
+    /// Thumbprints (`kid`) of keys to remove; removal happens before addition.
+    pub remove_credentials: Vec<String>,
+    /// Apply only if the agent is at this revision (optimistic concurrency).
+    pub expected_revision: Option<u64>,
+}
+
+impl Command {
+    /// The agent this command is about.
+    pub fn agent_id(&self) -> &AgentId {
+        match &self.op {
+            Op::RegisterAgent(r) => &r.id,
+            Op::UpdateAgent(u) => &u.id,
+            Op::SuspendAgent { id, .. } | Op::ResumeAgent { id } | Op::RevokeAgent { id, .. } => id,
+        }
+    }
+
+    /// Checks every rule that does not depend on the current state.
+    pub fn validate(&self, trust_domain: &TrustDomain) -> Result<(), InvalidField> {
+        let id = self.agent_id();
+        if id.trust_domain() != trust_domain {
+            return Err(InvalidField::new(
+                "agent_id",
+                format!("trust domain must be {trust_domain} (this site's), got {}", id.trust_domain()),
+            ));
+        }
+        match &self.op {
+            Op::RegisterAgent(r) => {
+                validate::owner(&r.owner)?;
+                validate::labels(&r.labels)?;
+                validate::credentials("credentials", &r.credentials)
+            }
+            Op::UpdateAgent(u) => {
+                if u.owner.is_none()
+                    && u.labels.is_none()
+                    && u.add_credentials.is_empty()
+                    && u.remove_credentials.is_empty()
+                {
+                    return Err(InvalidField::new(
+                        "update",
+                        "must change at least one of owner, labels, credentials",
+                    ));
+                }
+                if let Some(owner) = &u.owner {
+                    validate::owner(owner)?;
+                }
+                if let Some(labels) = &u.labels {
+                    validate::labels(labels)?;
+                }
+                validate::credentials("add_credentials", &u.add_credentials)?;
+                if u.remove_credentials.len() > CREDENTIALS_MAX_COUNT {
+                    return Err(InvalidField::new(
+                        "remove_credentials",
+                        format!("must have at most {CREDENTIALS_MAX_COUNT} entries"),
+                    ));
+                }
+                Ok(())
+            }
+            Op::SuspendAgent { reason, .. } | Op::RevokeAgent { reason, .. } => validate::reason(reason),
+            Op::ResumeAgent { .. } => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match &self.op {
+            Op::RegisterAgent(_) => "register",
+            Op::UpdateAgent(_) => "update",
+            Op::SuspendAgent { .. } => "suspend",
+            Op::ResumeAgent { .. } => "resume",
+            Op::RevokeAgent { .. } => "revoke",
+        };
+        write!(f, "{verb} {} at {}", self.agent_id(), self.at)
+    }
+}

@@ -1,0 +1,25 @@
+//! The replicated model of an idmesh site.
+//!
+//! A site's state is changed only by [`Command`]s that went through its Raft log. [`Registry::apply`]
+//! is a pure function of the state and the command: the time of a change is a field of the
+//! command (chosen once, by the node that proposed it), never read here, so every replica that
+//! applies the same log reaches the same state.
+//!
+//! Validation happens twice with the same rules: where a request enters (so that a bad request
+//! is refused before it reaches the log) and inside `apply` (so that the log can never make the
+//! state break a rule, whatever wrote it).
+
+mod agent;
+mod command;
+mod credential;
+mod error;
+mod list;
+mod registry;
+pub mod validate;
+
+pub use agent::{Agent, AgentStatus};
+pub use command::{Command, Op, RegisterAgent, UpdateAgent};
+pub use credential::{Credential, PublicJwk};
+pub use error::StateError;
+pub use list::{LabelSelector, ListQuery, Page};
+pub use registry::Registry;

@@ -1,0 +1,33 @@
+//! Every size and count idmesh accepts has a limit, named here.
+//!
+//! Limits are enforced where input enters (the public API) and again where state changes (apply),
+//! so a command that reached the log by another path is held to the same rules.
+
+/// Longest trust domain, in bytes (SPIFFE allows 255).
+pub const TRUST_DOMAIN_MAX_BYTES: usize = 255;
+/// Longest agent name (the last path segment of an agent id), in bytes.
+pub const AGENT_NAME_MAX_BYTES: usize = 128;
+/// Longest site name, in bytes.
+pub const SITE_NAME_MAX_BYTES: usize = 63;
+/// Longest owner string of an agent, in bytes.
+pub const OWNER_MAX_BYTES: usize = 256;
+/// Most labels on one agent.
+pub const LABELS_MAX_COUNT: usize = 32;
+/// Longest label key, in bytes.
+pub const LABEL_KEY_MAX_BYTES: usize = 63;
+/// Longest label value, in bytes.
+pub const LABEL_VALUE_MAX_BYTES: usize = 256;
+/// Most credentials (public keys) registered for one agent.
+pub const CREDENTIALS_MAX_COUNT: usize = 8;
+/// Longest serialized JWK accepted, in bytes.
+pub const JWK_MAX_BYTES: usize = 1024;
+/// Longest free-text reason (suspend, revoke), in bytes.
+pub const REASON_MAX_BYTES: usize = 512;
+/// Default page size of a list.
+pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// Largest page size of a list.
+pub const PAGE_SIZE_MAX: usize = 1000;
+/// Most label selectors in one list filter.
+pub const LABEL_SELECTORS_MAX_COUNT: usize = 16;
+/// Largest encoded command accepted into the Raft log, in bytes.
+pub const COMMAND_MAX_BYTES: usize = 64 * 1024;

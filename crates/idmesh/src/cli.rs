@@ -1,0 +1,178 @@
+//! Command-line shape of `idmesh` (DESIGN §6).
+
+use crate::node_cmd::NodeArgs;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// idmesh: an identity mesh for AI agents. One binary: the node and its client.
+#[derive(Debug, Parser)]
+#[command(name = "idmesh", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. Every config key is also a flag; flags override the file.
+    Node(NodeArgs),
+    /// Run a single-node site on embedded storage, for trying idmesh out.
+    Dev(DevArgs),
+    /// Register, read, list and change agents.
+    #[command(subcommand_required = true)]
+    Agent {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Status and membership of the site.
+    #[command(subcommand_required = true)]
+    Site {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the node keeps its data.
+    #[arg(long, default_value = "./idmesh-data")]
+    pub data_dir: PathBuf,
+    /// Public gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: std::net::SocketAddr,
+    /// Peer gRPC address.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub peer_listen: std::net::SocketAddr,
+    /// Trust domain of the trial deployment.
+    #[arg(long, default_value = "dev.idmesh.local")]
+    pub trust_domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON document, stable for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Node to talk to (host:port of its public listener).
+    #[arg(long, global = true, env = "IDMESH_SERVER", default_value = "127.0.0.1:7700")]
+    pub server: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Register a new agent.
+    Register {
+        /// Name (e.g. billing-bot) or full SPIFFE id.
+        agent: String,
+        /// Who is responsible for the agent.
+        #[arg(long)]
+        owner: String,
+        /// A label key=value (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// An Ed25519 public key as a JWK: a file path or inline JSON (repeatable).
+        #[arg(long = "jwk", value_name = "FILE|JSON")]
+        jwks: Vec<String>,
+    },
+    /// Show one agent.
+    Get {
+        /// Name or SPIFFE id.
+        agent: String,
+        /// Read through the leader's read index instead of this node's local state.
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// List agents.
+    List {
+        /// Only agents of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only agents in this status.
+        #[arg(long, value_parser = ["active", "suspended", "revoked"])]
+        status: Option<String>,
+        /// Only agents with this label key=value (repeatable; all must match).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Agents per page (default 100, at most 1000).
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// Continue from this token (printed after a page).
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Fetch every page.
+        #[arg(long, conflicts_with = "page_token")]
+        all: bool,
+        /// Read through the leader's read index.
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Change an agent's owner, labels or credentials.
+    Update {
+        /// Name or SPIFFE id.
+        agent: String,
+        /// New owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Replace all labels with these key=value pairs (repeatable).
+        #[arg(long = "set-label", value_name = "KEY=VALUE")]
+        set_labels: Vec<String>,
+        /// Remove every label.
+        #[arg(long, conflicts_with = "set_labels")]
+        clear_labels: bool,
+        /// Add a public key (JWK file path or inline JSON; repeatable).
+        #[arg(long = "add-jwk", value_name = "FILE|JSON")]
+        add_jwks: Vec<String>,
+        /// Remove the key with this kid (repeatable).
+        #[arg(long = "remove-kid", value_name = "KID")]
+        remove_kids: Vec<String>,
+        /// Apply only if the agent is at this revision.
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Refuse an agent until resumed.
+    Suspend {
+        agent: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Undo a suspension.
+    Resume { agent: String },
+    /// Refuse an agent forever.
+    Revoke {
+        agent: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Members, leader, term, commit and applied index, as seen by the node asked.
+    Status,
+    /// Add a node (learner until caught up, then voter).
+    AddNode {
+        /// The new node's id (unused in this site).
+        #[arg(long)]
+        node_id: u64,
+        /// The new node's peer address, host:port.
+        #[arg(long)]
+        peer_addr: String,
+    },
+    /// Remove a node.
+    RemoveNode {
+        #[arg(long)]
+        node_id: u64,
+    },
+}

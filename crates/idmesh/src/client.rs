@@ -1,0 +1,159 @@
+//! Client commands: `idmesh agent …` and `idmesh site …` against a node's public API.
+
+use crate::cli::{AgentCommand, ClientArgs, SiteCommand};
+use crate::exit::Failure;
+use crate::output;
+use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
+use idmesh_proto::v1::site_client::SiteClient;
+use idmesh_proto::v1::{
+    AddNodeRequest, Consistency, GetAgentRequest, GetSiteStatusRequest, Labels, ListAgentsRequest,
+    RegisterAgentRequest, RemoveNodeRequest, ResumeAgentRequest, RevokeAgentRequest, SuspendAgentRequest,
+    UpdateAgentRequest,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Longest a client waits for one answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn connect(server: &str) -> Result<Channel, Failure> {
+    let endpoint = Endpoint::from_shared(format!("http://{server}"))
+        .map_err(|e| Failure::usage(format!("--server {server:?} is not host:port ({e})")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(REQUEST_TIMEOUT);
+    endpoint.connect().await.map_err(|e| {
+        Failure::server(format!(
+            "cannot connect to {server}: {e}; is a node running there? (set --server or IDMESH_SERVER)"
+        ))
+    })
+}
+
+fn consistency(linearizable: bool) -> i32 {
+    if linearizable { Consistency::Linearizable as i32 } else { Consistency::Local as i32 }
+}
+
+fn key_values(flag: &str, pairs: &[String]) -> Result<HashMap<String, String>, Failure> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Failure::usage(format!("{flag} takes KEY=VALUE (got {pair:?})")))
+        })
+        .collect()
+}
+
+/// A JWK given inline (`{...}`) or as a file path.
+fn jwk_texts(flag: &str, values: &[String]) -> Result<Vec<String>, Failure> {
+    values
+        .iter()
+        .map(|value| {
+            if value.trim_start().starts_with('{') {
+                Ok(value.clone())
+            } else {
+                std::fs::read_to_string(value)
+                    .map(|text| text.trim().to_owned())
+                    .map_err(|e| Failure::usage(format!("{flag}: cannot read JWK file {value:?}: {e}")))
+            }
+        })
+        .collect()
+}
+
+pub async fn agent(client: ClientArgs, command: AgentCommand) -> Result<(), Failure> {
+    let mut api = AgentRegistryClient::new(connect(&client.server).await?);
+    let format = client.output;
+    match command {
+        AgentCommand::Register { agent, owner, labels, jwks } => {
+            let request = RegisterAgentRequest {
+                agent,
+                owner,
+                labels: key_values("--label", &labels)?,
+                credentials: jwk_texts("--jwk", &jwks)?,
+            };
+            output::agent(format, api.register_agent(request).await?.into_inner());
+        }
+        AgentCommand::Get { agent, linearizable } => {
+            let request = GetAgentRequest { agent, consistency: consistency(linearizable) };
+            output::agent(format, api.get_agent(request).await?.into_inner());
+        }
+        AgentCommand::List { owner, status, labels, page_size, page_token, all, linearizable } => {
+            let status = match status.as_deref() {
+                Some("active") => idmesh_proto::v1::AgentStatus::Active as i32,
+                Some("suspended") => idmesh_proto::v1::AgentStatus::Suspended as i32,
+                Some("revoked") => idmesh_proto::v1::AgentStatus::Revoked as i32,
+                _ => 0,
+            };
+            let mut request = ListAgentsRequest {
+                owner: owner.unwrap_or_default(),
+                status,
+                label_selectors: labels,
+                page_size: page_size.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
+                consistency: consistency(linearizable),
+            };
+            let mut agents = Vec::new();
+            let next = loop {
+                let page = api.list_agents(request.clone()).await?.into_inner();
+                agents.extend(page.agents);
+                if !all || page.next_page_token.is_empty() {
+                    break page.next_page_token;
+                }
+                request.page_token = page.next_page_token;
+            };
+            output::agent_list(format, &agents, &next);
+        }
+        AgentCommand::Update {
+            agent,
+            owner,
+            set_labels,
+            clear_labels,
+            add_jwks,
+            remove_kids,
+            expected_revision,
+        } => {
+            let labels = if clear_labels {
+                Some(Labels::default())
+            } else if set_labels.is_empty() {
+                None
+            } else {
+                Some(Labels { entries: key_values("--set-label", &set_labels)? })
+            };
+            let request = UpdateAgentRequest {
+                agent,
+                owner,
+                labels,
+                add_credentials: jwk_texts("--add-jwk", &add_jwks)?,
+                remove_credentials: remove_kids,
+                expected_revision,
+            };
+            output::agent(format, api.update_agent(request).await?.into_inner());
+        }
+        AgentCommand::Suspend { agent, reason } => {
+            output::agent(
+                format,
+                api.suspend_agent(SuspendAgentRequest { agent, reason }).await?.into_inner(),
+            );
+        }
+        AgentCommand::Resume { agent } => {
+            output::agent(format, api.resume_agent(ResumeAgentRequest { agent }).await?.into_inner());
+        }
+        AgentCommand::Revoke { agent, reason } => {
+            output::agent(format, api.revoke_agent(RevokeAgentRequest { agent, reason }).await?.into_inner());
+        }
+    }
+    Ok(())
+}
+
+pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failure> {
+    let mut api = SiteClient::new(connect(&client.server).await?);
+    let status = match command {
+        SiteCommand::Status => api.get_site_status(GetSiteStatusRequest {}).await?,
+        SiteCommand::AddNode { node_id, peer_addr } => {
+            api.add_node(AddNodeRequest { node_id, peer_addr }).await?
+        }
+        SiteCommand::RemoveNode { node_id } => api.remove_node(RemoveNodeRequest { node_id }).await?,
+    };
+    output::site_status(client.output, &status.into_inner());
+    Ok(())
+}

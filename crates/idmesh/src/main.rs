@@ -1,0 +1,54 @@
+//! `idmesh`: the node and its command-line client in one binary. See `idmesh --help`.
+
+mod cli;
+mod client;
+mod exit;
+mod node_cmd;
+mod output;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Node(_) | Command::Dev(_));
+    init_logging(serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node_cmd::run_node(args.into_config()?).await,
+            Command::Dev(args) => node_cmd::run_dev(args).await,
+            Command::Agent { client, command } => client::agent(client, command).await,
+            Command::Site { client, command } => client::site(client, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message());
+            failure.exit_code()
+        }
+    }
+}
+
+/// Logs go to stderr. A node logs at info by default; a client only warnings. `RUST_LOG`
+/// overrides both.
+fn init_logging(serving: bool) {
+    let default = if serving { "info,openraft=warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

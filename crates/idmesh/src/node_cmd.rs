@@ -1,0 +1,227 @@
+//! `idmesh node` and `idmesh dev`: configuration (file + flags) and running a node until a
+//! signal stops it.
+
+use crate::cli::DevArgs;
+use crate::exit::Failure;
+use clap::Args;
+use idmesh_node::{Node, NodeConfig, RaftTiming};
+use idmesh_types::{InvalidField, NodeId, SiteName, TrustDomain};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Node settings. Each can be given in the TOML file (`snake_case` key) or as a flag
+/// (`--kebab-case`); a flag wins over the file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeArgs {
+    /// TOML file with any of the keys below.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id within its site (1, 2, ...).
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// The site (a region, datacenter, factory, ship).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// The deployment's trust domain, e.g. acme.example.
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Where the node keeps its data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Public gRPC address [default: 127.0.0.1:7700].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Peer (node-to-node) gRPC address [default: 127.0.0.1:7701].
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Peer addresses of the site's initial members: 1=HOST:PORT,2=HOST:PORT,...
+    /// Leave out on a node that will be added later with `idmesh site add-node`.
+    #[arg(long)]
+    pub site_peers: Option<String>,
+    /// Leader heartbeat interval [default: 150].
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Election timeout, lower bound [default: 750].
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Election timeout, upper bound [default: 1500].
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot after this many log entries [default: 10000].
+    #[arg(long)]
+    pub snapshot_every_logs: Option<u64>,
+    /// Log entries kept behind a snapshot [default: 1000].
+    #[arg(long)]
+    pub logs_kept_after_snapshot: Option<u64>,
+    /// Deadline to send or install a whole snapshot [default: 120000].
+    #[arg(long)]
+    pub snapshot_timeout_ms: Option<u64>,
+    /// How long a write may wait to commit before UNAVAILABLE [default: 10000].
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+}
+
+macro_rules! prefer_flags {
+    ($flags:expr, $file:expr, $($key:ident),+ $(,)?) => {
+        NodeArgs { config: None, $($key: $flags.$key.or($file.$key)),+ }
+    };
+}
+
+impl NodeArgs {
+    /// The settings of the file (if any) overridden by the flags.
+    fn merged(self) -> Result<NodeArgs, Failure> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::usage(format!("cannot read config {}: {e}", path.display())))?;
+                toml::from_str::<NodeArgs>(&text)
+                    .map_err(|e| Failure::usage(format!("config {}: {e}", path.display())))?
+            }
+            None => NodeArgs::default(),
+        };
+        Ok(prefer_flags!(
+            self,
+            file,
+            node_id,
+            site,
+            trust_domain,
+            data_dir,
+            listen,
+            peer_listen,
+            site_peers,
+            heartbeat_interval_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_every_logs,
+            logs_kept_after_snapshot,
+            snapshot_timeout_ms,
+            write_timeout_ms,
+        ))
+    }
+
+    /// The validated node configuration.
+    pub fn into_config(self) -> Result<NodeConfig, Failure> {
+        let a = self.merged()?;
+        let required = |key: &str| {
+            Failure::usage(format!(
+                "{key} is required (flag --{} or key {key} in --config)",
+                key.replace('_', "-")
+            ))
+        };
+        let node_id = NodeId::parse_field("node_id", a.node_id.ok_or_else(|| required("node_id"))?)?;
+        let site = SiteName::parse_field("site", &a.site.ok_or_else(|| required("site"))?)?;
+        let trust_domain = TrustDomain::parse_field(
+            "trust_domain",
+            &a.trust_domain.ok_or_else(|| required("trust_domain"))?,
+        )?;
+        let data_dir = a.data_dir.ok_or_else(|| required("data_dir"))?;
+        let site_peers = match &a.site_peers {
+            Some(text) => parse_site_peers(text)?,
+            None => BTreeMap::new(),
+        };
+        let d = RaftTiming::default();
+        let raft = RaftTiming {
+            heartbeat_interval_ms: a.heartbeat_interval_ms.unwrap_or(d.heartbeat_interval_ms),
+            election_timeout_min_ms: a.election_timeout_min_ms.unwrap_or(d.election_timeout_min_ms),
+            election_timeout_max_ms: a.election_timeout_max_ms.unwrap_or(d.election_timeout_max_ms),
+            snapshot_every_logs: a.snapshot_every_logs.unwrap_or(d.snapshot_every_logs),
+            logs_kept_after_snapshot: a.logs_kept_after_snapshot.unwrap_or(d.logs_kept_after_snapshot),
+            snapshot_timeout_ms: a.snapshot_timeout_ms.unwrap_or(d.snapshot_timeout_ms),
+            write_timeout_ms: a.write_timeout_ms.unwrap_or(d.write_timeout_ms),
+        };
+        let config = NodeConfig {
+            node_id,
+            site,
+            trust_domain,
+            data_dir,
+            listen: a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700))),
+            peer_listen: a.peer_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7701))),
+            site_peers,
+            raft,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_site_peers(text: &str) -> Result<BTreeMap<NodeId, String>, InvalidField> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            InvalidField::new("site_peers", format!("each entry must be ID=HOST:PORT (got {part:?})"))
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| InvalidField::new("site_peers", format!("node id {id:?} is not a number")))?;
+        let id = NodeId::parse_field("site_peers", id)?;
+        idmesh_node::membership::check_peer_addr("site_peers", addr.trim())?;
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(InvalidField::new("site_peers", format!("node {id} is listed twice")));
+        }
+    }
+    if peers.is_empty() {
+        return Err(InvalidField::new("site_peers", "must list at least this node"));
+    }
+    if ![1, 3, 5].contains(&peers.len()) {
+        tracing::warn!(members = peers.len(), "a site should have 1, 3 or 5 voters");
+    }
+    Ok(peers)
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
+    let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Runs a single-node site for trying idmesh out.
+pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
+    let config = NodeConfig {
+        node_id: NodeId(1),
+        site: SiteName::parse_field("site", "dev")?,
+        trust_domain: TrustDomain::parse_field("trust_domain", &args.trust_domain)?,
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        peer_listen: args.peer_listen,
+        site_peers: BTreeMap::from([(NodeId(1), args.peer_listen.to_string())]),
+        raft: RaftTiming::default(),
+    };
+    config.validate()?;
+    let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
+    let server = running.public_addr;
+    crate::output::dev_banner(&server.to_string(), &args.data_dir, &args.trust_domain);
+    wait_for_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

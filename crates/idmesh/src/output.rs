@@ -1,0 +1,214 @@
+//! What client commands print: aligned tables for people, or JSON whose shape scripts can rely
+//! on (field names are stable; new fields may be added).
+#![allow(clippy::print_stdout)]
+
+use crate::cli::OutputFormat;
+use idmesh_proto::v1::{Agent, AgentResponse, AgentStatus, NodeRole, SiteStatus};
+use serde_json::{Value, json};
+use std::path::Path;
+
+fn status_name(status: i32) -> &'static str {
+    match AgentStatus::try_from(status) {
+        Ok(AgentStatus::Active) => "active",
+        Ok(AgentStatus::Suspended) => "suspended",
+        Ok(AgentStatus::Revoked) => "revoked",
+        _ => "unknown",
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match NodeRole::try_from(role) {
+        Ok(NodeRole::Leader) => "leader",
+        Ok(NodeRole::Follower) => "follower",
+        Ok(NodeRole::Candidate) => "candidate",
+        Ok(NodeRole::Learner) => "learner",
+        Ok(NodeRole::Shutdown) => "shutdown",
+        _ => "unknown",
+    }
+}
+
+/// The JSON form of an agent.
+pub fn agent_json(agent: &Agent) -> Value {
+    let mut labels: Vec<_> = agent.labels.iter().collect();
+    labels.sort();
+    json!({
+        "id": agent.id,
+        "owner": agent.owner,
+        "labels": labels.into_iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "status": status_name(agent.status),
+        "status_reason": if agent.status_reason.is_empty() { Value::Null } else { Value::String(agent.status_reason.clone()) },
+        "credentials": agent.credentials.iter().map(|c| json!({
+            "kid": c.kid,
+            "jwk": serde_json::from_str::<Value>(&c.jwk).unwrap_or(Value::String(c.jwk.clone())),
+            "added_at_unix_ms": c.added_at_unix_ms,
+        })).collect::<Vec<_>>(),
+        "created_at_unix_ms": agent.created_at_unix_ms,
+        "updated_at_unix_ms": agent.updated_at_unix_ms,
+        "revision": agent.revision,
+    })
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+fn labels_text(agent: &Agent) -> String {
+    let mut labels: Vec<_> = agent.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    labels.join(",")
+}
+
+/// Prints one agent.
+pub fn agent(format: OutputFormat, response: AgentResponse) {
+    let Some(agent) = response.agent else { return };
+    match format {
+        OutputFormat::Json => {
+            let mut value = agent_json(&agent);
+            value["log_index"] = json!(response.log_index);
+            print_json(&value);
+        }
+        OutputFormat::Table => {
+            let mut rows = vec![
+                ("id", agent.id.clone()),
+                ("status", status_name(agent.status).to_owned()),
+                ("owner", agent.owner.clone()),
+                ("labels", labels_text(&agent)),
+                ("revision", agent.revision.to_string()),
+                ("created_at_unix_ms", agent.created_at_unix_ms.to_string()),
+                ("updated_at_unix_ms", agent.updated_at_unix_ms.to_string()),
+            ];
+            if !agent.status_reason.is_empty() {
+                rows.push(("status_reason", agent.status_reason.clone()));
+            }
+            for c in &agent.credentials {
+                rows.push(("credential", c.kid.clone()));
+            }
+            rows.push(("log_index", response.log_index.to_string()));
+            for (key, value) in rows {
+                println!("{key:<20} {value}");
+            }
+        }
+    }
+}
+
+/// Prints a list of agents and, if there are more, the token of the next page.
+pub fn agent_list(format: OutputFormat, agents: &[Agent], next_page_token: &str) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
+            "next_page_token": if next_page_token.is_empty() { Value::Null } else { Value::String(next_page_token.to_owned()) },
+        })),
+        OutputFormat::Table => {
+            let rows: Vec<[String; 5]> = agents
+                .iter()
+                .map(|a| {
+                    [
+                        a.id.clone(),
+                        status_name(a.status).to_owned(),
+                        a.owner.clone(),
+                        a.credentials.len().to_string(),
+                        labels_text(a),
+                    ]
+                })
+                .collect();
+            table(["ID", "STATUS", "OWNER", "KEYS", "LABELS"], &rows);
+            if !next_page_token.is_empty() {
+                println!("more: --page-token {next_page_token}");
+            }
+        }
+    }
+}
+
+/// Prints the site as a node sees it.
+pub fn site_status(format: OutputFormat, status: &SiteStatus) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "trust_domain": status.trust_domain,
+            "site": status.site,
+            "node_id": status.node_id,
+            "role": role_name(status.role),
+            "leader_id": if status.leader_id == 0 { Value::Null } else { json!(status.leader_id) },
+            "term": status.term,
+            "last_log_index": status.last_log_index,
+            "commit_index": status.commit_index,
+            "applied_index": status.applied_index,
+            "snapshot_index": status.snapshot_index,
+            "purged_index": status.purged_index,
+            "joint": status.joint,
+            "agent_count": status.agent_count,
+            "members": status.members.iter().map(|m| json!({
+                "node_id": m.node_id,
+                "peer_addr": m.peer_addr,
+                "voter": m.voter,
+                "matched_index": m.matched_index,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let leader = if status.leader_id == 0 { "none".to_owned() } else { status.leader_id.to_string() };
+            println!(
+                "site {} ({}), answered by node {} ({})",
+                status.site,
+                status.trust_domain,
+                status.node_id,
+                role_name(status.role)
+            );
+            println!(
+                "leader {leader}  term {}  commit {}  applied {}  last log {}  snapshot {}  agents {}",
+                status.term,
+                status.commit_index,
+                status.applied_index,
+                status.last_log_index,
+                status.snapshot_index,
+                status.agent_count
+            );
+            if status.joint {
+                println!("membership change in progress (joint configuration)");
+            }
+            let rows: Vec<[String; 4]> = status
+                .members
+                .iter()
+                .map(|m| {
+                    [
+                        m.node_id.to_string(),
+                        m.peer_addr.clone(),
+                        if m.voter { "voter" } else { "learner" }.to_owned(),
+                        m.matched_index.map_or("-".to_owned(), |i| i.to_string()),
+                    ]
+                })
+                .collect();
+            table(["NODE", "PEER ADDRESS", "ROLE", "MATCHED"], &rows);
+        }
+    }
+}
+
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// What `idmesh dev` prints once it listens.
+pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str) {
+    println!("idmesh dev: a single-node site, trust domain {trust_domain}");
+    println!("  listening on  {server} (gRPC)");
+    println!("  data dir      {}", data_dir.display());
+    println!();
+    println!("Try, in another terminal:");
+    println!("  idmesh agent register my-first-agent --owner you@example.com --server {server}");
+    println!("  idmesh agent list --server {server}");
+    println!("  idmesh site status --server {server}");
+    println!("(from a source checkout, `idmesh` is `cargo run --release -p idmesh --`)");
+    println!("Stop with Ctrl-C; the data stays in the data dir.");
+}

@@ -1,0 +1,307 @@
+//! Test harness: a site of real `idmesh node` processes on 127.0.0.1.
+//!
+//! Each node gets its own data dir under one temp dir and its own free ports. Processes are
+//! killed when the `Site` is dropped; if the test panicked, the tail of every node's log is
+//! printed first. Sites in one test binary run one at a time (they share two cores).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
+use idmesh_proto::v1::site_client::SiteClient;
+use idmesh_proto::v1::{GetSiteStatusRequest, NodeRole, SiteStatus};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_idmesh");
+pub const TRUST_DOMAIN: &str = "acme.example";
+pub const SITE: &str = "eu-west";
+
+static ONE_SITE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A free port on 127.0.0.1 (bound then released).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Extra node settings for a test.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Flags added to every node's command line.
+    pub extra_args: Vec<String>,
+}
+
+impl Options {
+    /// Snapshots every `logs` entries with nothing kept behind them.
+    pub fn snapshot_every(logs: u64) -> Self {
+        Self {
+            extra_args: vec![
+                "--snapshot-every-logs".into(),
+                logs.to_string(),
+                "--logs-kept-after-snapshot".into(),
+                "0".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: u64,
+    pub public: SocketAddr,
+    pub peer: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub child: Option<Child>,
+    pub site_peers: Option<String>,
+}
+
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, NodeProc>,
+    pub options: Options,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Site {
+    /// `n` nodes forming one site, all started.
+    pub fn start(n: u64, options: Options) -> Site {
+        let turn = ONE_SITE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            nodes.insert(id, NodeProc::new(dir.path(), id));
+        }
+        let peers: Vec<String> = nodes.values().map(|p| format!("{}={}", p.id, p.peer)).collect();
+        let peers = peers.join(",");
+        for node in nodes.values_mut() {
+            node.site_peers = Some(peers.clone());
+        }
+        let mut site = Site { dir, nodes, options, _turn: turn };
+        for id in 1..=n {
+            site.spawn(id);
+        }
+        site
+    }
+
+    /// A new node `id` that is not an initial member (no site peers), started.
+    pub fn add_process(&mut self, id: u64) -> &NodeProc {
+        let node = NodeProc::new(self.dir.path(), id);
+        self.nodes.insert(id, node);
+        self.spawn(id);
+        &self.nodes[&id]
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[&id]
+    }
+
+    /// The command line of node `id`.
+    pub fn command(&self, id: u64) -> Command {
+        let node = &self.nodes[&id];
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node")
+            .args(["--node-id", &id.to_string()])
+            .args(["--site", SITE, "--trust-domain", TRUST_DOMAIN])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen", &node.public.to_string()])
+            .args(["--peer-listen", &node.peer.to_string()])
+            .args(&self.options.extra_args)
+            .env("RUST_LOG", "info,openraft=warn");
+        if let Some(peers) = &node.site_peers {
+            cmd.args(["--site-peers", peers]);
+        }
+        cmd
+    }
+
+    /// Starts node `id` (its process must not be running).
+    pub fn spawn(&mut self, id: u64) {
+        let mut cmd = self.command(id);
+        let node = self.nodes.get_mut(&id).unwrap();
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).unwrap();
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: the process dies at once, nothing is flushed by it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).unwrap().child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).unwrap().child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("node {id} did not stop within 20 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.child.is_some()).map(|n| n.id).collect()
+    }
+
+    /// A registry client on node `id`.
+    pub async fn registry(&self, id: u64) -> AgentRegistryClient<Channel> {
+        AgentRegistryClient::new(channel(self.nodes[&id].public).await)
+    }
+
+    /// A site client on node `id`.
+    pub async fn site_client(&self, id: u64) -> SiteClient<Channel> {
+        SiteClient::new(channel(self.nodes[&id].public).await)
+    }
+
+    /// Node `id`'s view of the site, if it answers.
+    pub async fn status(&self, id: u64) -> Option<SiteStatus> {
+        let endpoint = Channel::from_shared(format!("http://{}", self.nodes[&id].public))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2));
+        let channel = endpoint.connect().await.ok()?;
+        let status = SiteClient::new(channel).get_site_status(GetSiteStatusRequest {}).await.ok()?;
+        Some(status.into_inner())
+    }
+
+    /// Waits until every running node names the same leader, which is itself running and
+    /// leading, and returns it.
+    pub async fn wait_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                leaders.push(self.status(id).await.map(|s| (s.leader_id, s.node_id, s.role)));
+            }
+            if let Some(Some((leader, _, _))) = leaders.first() {
+                let agreed = leaders.iter().all(|l| matches!(l, Some((x, _, _)) if x == leader));
+                let leads = leaders
+                    .iter()
+                    .any(|l| matches!(l, Some((x, me, role)) if x == me && *role == NodeRole::Leader as i32));
+                if *leader != 0 && agreed && leads {
+                    return *leader;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader within {within:?}: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `check` holds for node `id`'s status.
+    pub async fn wait_status(
+        &self,
+        id: u64,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&SiteStatus) -> bool,
+    ) -> SiteStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status(id).await;
+            if let Some(s) = &status
+                && check(s)
+            {
+                return s.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: {what} not reached within {within:?}; last status {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the CLI against node `id`.
+    pub fn cli(&self, id: u64, args: &[&str]) -> Output {
+        cli(&self.nodes[&id].public.to_string(), args)
+    }
+
+    /// The last lines of node `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[&id].log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+                eprintln!("---- log of node {id} (tail) ----\n{}", self.log_tail(id, 60));
+            }
+        }
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.kill(id);
+        }
+    }
+}
+
+impl NodeProc {
+    fn new(dir: &Path, id: u64) -> Self {
+        NodeProc {
+            id,
+            public: free_addr(),
+            peer: free_addr(),
+            data_dir: dir.join(format!("node-{id}")),
+            log_path: dir.join(format!("node-{id}.log")),
+            child: None,
+            site_peers: None,
+        }
+    }
+}
+
+/// A channel to `addr`, retrying while the node starts.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let endpoint = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(30));
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Runs `idmesh <args> --server <server>` and returns what it did.
+pub fn cli(server: &str, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).args(["--server", server]).env("RUST_LOG", "warn").output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A valid Ed25519 public JWK (deterministic from `seed`).
+pub fn jwk(seed: u8) -> String {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
+    format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#)
+}
