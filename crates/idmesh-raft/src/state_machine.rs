@@ -199,10 +199,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 trust_domain: state.registry.trust_domain().clone(),
                 agents: state.registry.agents().cloned().collect(),
             };
-            let meta = SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-            };
+            let meta =
+                SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() };
             (payload, meta)
         };
         let data = payload.encode()?;
