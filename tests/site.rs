@@ -353,3 +353,25 @@ async fn a_corrupt_or_foreign_data_dir_is_reported_at_start_and_not_reset() {
     assert!(message.contains("data dir"), "{message}");
     assert_eq!(std::fs::read(&db).unwrap(), garbage, "the corrupt store was modified");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_keep_writing_with_two_down() {
+    let mut site = Site::start(5, Options::default());
+    let leader = site.wait_leader(WAIT).await;
+    register(&site, leader, "first").await;
+    // The leader and one more member die: three of five still form a quorum.
+    let other = (1..=5).find(|&n| n != leader).unwrap();
+    site.kill(leader);
+    site.kill(other);
+    let new_leader = site.wait_leader(WAIT).await;
+    for i in 0..5 {
+        register(&site, new_leader, &format!("second-{i}")).await;
+    }
+    site.spawn(leader);
+    site.spawn(other);
+    for node in [leader, other] {
+        site.wait_status(node, WAIT, "6 agents", |s| s.agent_count == 6).await;
+    }
+    let status = site.status(new_leader).await.unwrap();
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5);
+}

@@ -212,6 +212,19 @@ fn local_addr(which: &'static str, listener: &TcpListener) -> Result<SocketAddr,
     })
 }
 
+/// Accepted connections with Nagle's algorithm off. (`Server::tcp_nodelay` only applies to
+/// listeners tonic binds itself; without this, small replies wait for delayed ACKs, ~40 ms.)
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
@@ -225,9 +238,8 @@ async fn serve_peer(
         .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped))
+        .serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped))
         .await
 }
 
@@ -244,7 +256,7 @@ async fn serve_public(
         .with_service_name("idmesh.v1.AgentRegistry")
         .with_service_name("idmesh.v1.Site")
         .build_v1();
-    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    let mut builder = tonic::transport::Server::builder();
     let mut router = builder
         .add_service(
             AgentRegistryServer::new(RegistryApi::new(node.clone()))
@@ -256,5 +268,5 @@ async fn serve_public(
         Ok(reflection) => router = router.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "gRPC reflection unavailable"),
     }
-    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), until_stopped(stopped)).await
+    router.serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped)).await
 }

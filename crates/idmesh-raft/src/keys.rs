@@ -19,10 +19,6 @@ pub const SM_AGENT: &[u8] = b"sm/agent/";
 pub const SM_APPLIED: &[u8] = b"sm/applied";
 /// Last applied membership of the state machine.
 pub const SM_MEMBERSHIP: &[u8] = b"sm/membership";
-/// Metadata of the current snapshot.
-pub const SNAPSHOT_META: &[u8] = b"snap/meta";
-/// Data chunks of the current snapshot: `snap/data/<chunk u32 BE>`.
-pub const SNAPSHOT_DATA: &[u8] = b"snap/data/";
 
 /// The key of log entry `index`.
 pub fn log_key(index: u64) -> Vec<u8> {
@@ -49,12 +45,5 @@ pub fn log_range(start: u64, end: Option<u64>) -> KeyRange {
 pub fn agent_key(id: &idmesh_types::AgentId) -> Vec<u8> {
     let mut key = SM_AGENT.to_vec();
     key.extend_from_slice(id.to_string().as_bytes());
-    key
-}
-
-/// The key of snapshot chunk `n`.
-pub fn snapshot_chunk_key(n: u32) -> Vec<u8> {
-    let mut key = SNAPSHOT_DATA.to_vec();
-    key.extend_from_slice(&n.to_be_bytes());
     key
 }

@@ -1,18 +1,18 @@
-//! The snapshot format and where a node keeps its current snapshot.
+//! The snapshot format and where a node keeps its current snapshot: one blob of the store
+//! (`snapshot`), holding the metadata and the data, replaced whole.
 
 use crate::codec::{decode, encode, store_err};
-use crate::keys::{self, SNAPSHOT_DATA, SNAPSHOT_META};
 use crate::{Snapshot, SnapshotMeta};
 use idmesh_state::Agent;
-use idmesh_store::{KeyRange, Order, Store, WriteBatch};
+use idmesh_store::Store;
 use idmesh_types::TrustDomain;
 use serde::{Deserialize, Serialize};
 use std::io;
 
 /// Version of [`SnapshotPayload`]'s encoding.
 pub const SNAPSHOT_FORMAT: u32 = 1;
-/// Size of the chunks a snapshot is stored in.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Name of the blob holding the current snapshot.
+const SNAPSHOT_BLOB: &str = "snapshot";
 
 /// Everything the state machine holds, as carried by a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,28 +53,29 @@ impl SnapshotPayload {
     }
 }
 
-/// Adds to `batch` the writes that make `meta` + `data` the current snapshot.
-pub(crate) fn stage(batch: &mut WriteBatch, meta: &SnapshotMeta, data: &[u8]) -> Result<(), io::Error> {
-    batch.delete_range(KeyRange::prefix(SNAPSHOT_DATA));
-    for (n, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
-        let n = u32::try_from(n).map_err(|_| io::Error::other("snapshot exceeds 4 PiB"))?;
-        batch.put(keys::snapshot_chunk_key(n), chunk.to_vec());
-    }
-    batch.put(SNAPSHOT_META, encode("snapshot meta", meta)?);
-    Ok(())
+/// Makes `meta` + `data` the current snapshot, durably. Layout of the blob: the length of the
+/// encoded metadata (8 bytes, big-endian), the metadata, then the data.
+pub(crate) fn save(store: &dyn Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), io::Error> {
+    let meta = encode("snapshot meta", meta)?;
+    let mut blob = Vec::with_capacity(8 + meta.len() + data.len());
+    blob.extend_from_slice(&(meta.len() as u64).to_be_bytes());
+    blob.extend_from_slice(&meta);
+    blob.extend_from_slice(data);
+    store.put_blob(SNAPSHOT_BLOB, &blob).map_err(store_err)
 }
 
 /// The current snapshot, if one was ever built or installed.
 pub(crate) fn load(store: &dyn Store) -> Result<Option<Snapshot>, io::Error> {
-    let Some(meta_bytes) = store.get(SNAPSHOT_META).map_err(store_err)? else {
+    let Some(blob) = store.get_blob(SNAPSHOT_BLOB).map_err(store_err)? else {
         return Ok(None);
     };
-    let meta: SnapshotMeta = decode("snapshot meta", &meta_bytes)?;
-    let chunks =
-        store.scan(&KeyRange::prefix(SNAPSHOT_DATA), Order::Ascending, usize::MAX).map_err(store_err)?;
-    let mut data = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len()).sum());
-    for (_, chunk) in chunks {
-        data.extend_from_slice(&chunk);
-    }
+    let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "the stored snapshot is truncated");
+    let length: [u8; 8] = blob.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+    let meta_end = usize::try_from(u64::from_be_bytes(length))
+        .map_err(|_| corrupt())?
+        .checked_add(8)
+        .ok_or_else(corrupt)?;
+    let meta: SnapshotMeta = decode("snapshot meta", blob.get(8..meta_end).ok_or_else(corrupt)?)?;
+    let data = blob.get(meta_end..).ok_or_else(corrupt)?.to_vec();
     Ok(Some(Snapshot { meta, snapshot: data }))
 }

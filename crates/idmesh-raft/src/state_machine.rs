@@ -163,9 +163,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
-        snapshot::stage(&mut batch, meta, &data)?;
         self.store.write(batch).map_err(store_err)?;
         self.flush().await?;
+        // After the state it describes is durable: a crash in between leaves the new state with
+        // the older snapshot, which openraft handles (applied is ahead of the snapshot).
+        snapshot::save(self.store.as_ref(), meta, &data)?;
         let agents = registry.len();
         *self.shared.write() = AppliedState {
             registry,
@@ -203,18 +205,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() };
             (payload, meta)
         };
-        let data = payload.encode()?;
-        let mut batch = WriteBatch::new();
-        snapshot::stage(&mut batch, &meta, &data)?;
-        self.store.write(batch).map_err(store_err)?;
-        // Flushing also makes the state machine's own writes up to `last_applied` durable, so
-        // purging the log up to the snapshot can never lose an entry the state machine needs.
+        // Encoding, flushing and writing take a while on large state: off the async workers.
+        // Flush first: the state machine's own writes up to `last_applied` become durable, so
+        // purging the log up to this snapshot can never lose an entry the state machine needs.
+        // Then the snapshot blob, durable when `put_blob` returns.
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
-            .map_err(store_err)?;
-        tracing::info!(agents = payload.agents.len(), bytes = data.len(), last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot built");
+        let agents = payload.agents.len();
+        let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
+            let data = payload.encode()?;
+            store.flush().map_err(store_err)?;
+            snapshot::save(store.as_ref(), &meta, &data)?;
+            Ok((meta, data))
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??;
+        tracing::info!(agents, bytes = data.len(), last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot built");
         Ok(Snapshot { meta, snapshot: data })
     }
 }

@@ -115,6 +115,12 @@ impl Store for SlowFlush {
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+    fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_blob(name, bytes)
+    }
+    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_blob(name)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,14 @@
 //! What client commands print: aligned tables for people, or JSON whose shape scripts can rely
 //! on (field names are stable; new fields may be added).
-#![allow(clippy::print_stdout)]
+
+/// Prints a line to stdout. A closed stdout (e.g. `| head`) is not an error worth a panic: the
+/// line is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 use crate::cli::OutputFormat;
 use idmesh_proto::v1::{Agent, AgentResponse, AgentStatus, NodeRole, SiteStatus};
@@ -49,7 +57,7 @@ pub fn agent_json(agent: &Agent) -> Value {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    say!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
 fn labels_text(agent: &Agent) -> String {
@@ -85,7 +93,7 @@ pub fn agent(format: OutputFormat, response: AgentResponse) {
             }
             rows.push(("log_index", response.log_index.to_string()));
             for (key, value) in rows {
-                println!("{key:<20} {value}");
+                say!("{key:<20} {value}");
             }
         }
     }
@@ -113,7 +121,7 @@ pub fn agent_list(format: OutputFormat, agents: &[Agent], next_page_token: &str)
                 .collect();
             table(["ID", "STATUS", "OWNER", "KEYS", "LABELS"], &rows);
             if !next_page_token.is_empty() {
-                println!("more: --page-token {next_page_token}");
+                say!("more: --page-token {next_page_token}");
             }
         }
     }
@@ -145,14 +153,14 @@ pub fn site_status(format: OutputFormat, status: &SiteStatus) {
         })),
         OutputFormat::Table => {
             let leader = if status.leader_id == 0 { "none".to_owned() } else { status.leader_id.to_string() };
-            println!(
+            say!(
                 "site {} ({}), answered by node {} ({})",
                 status.site,
                 status.trust_domain,
                 status.node_id,
                 role_name(status.role)
             );
-            println!(
+            say!(
                 "leader {leader}  term {}  commit {}  applied {}  last log {}  snapshot {}  agents {}",
                 status.term,
                 status.commit_index,
@@ -162,7 +170,7 @@ pub fn site_status(format: OutputFormat, status: &SiteStatus) {
                 status.agent_count
             );
             if status.joint {
-                println!("membership change in progress (joint configuration)");
+                say!("membership change in progress (joint configuration)");
             }
             let rows: Vec<[String; 4]> = status
                 .members
@@ -191,7 +199,7 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let line = |cells: Vec<&str>| {
         let text: Vec<String> =
             cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
-        println!("{}", text.join("  ").trim_end());
+        say!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -201,14 +209,14 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 
 /// What `idmesh dev` prints once it listens.
 pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str) {
-    println!("idmesh dev: a single-node site, trust domain {trust_domain}");
-    println!("  listening on  {server} (gRPC)");
-    println!("  data dir      {}", data_dir.display());
-    println!();
-    println!("Try, in another terminal:");
-    println!("  idmesh agent register my-first-agent --owner you@example.com --server {server}");
-    println!("  idmesh agent list --server {server}");
-    println!("  idmesh site status --server {server}");
-    println!("(from a source checkout, `idmesh` is `cargo run --release -p idmesh --`)");
-    println!("Stop with Ctrl-C; the data stays in the data dir.");
+    say!("idmesh dev: a single-node site, trust domain {trust_domain}");
+    say!("  listening on  {server} (gRPC)");
+    say!("  data dir      {}", data_dir.display());
+    say!();
+    say!("Try, in another terminal:");
+    say!("  idmesh agent register my-first-agent --owner you@example.com --server {server}");
+    say!("  idmesh agent list --server {server}");
+    say!("  idmesh site status --server {server}");
+    say!("(from a source checkout, `idmesh` is `cargo run --release -p idmesh --`)");
+    say!("Stop with Ctrl-C; the data stays in the data dir.");
 }
