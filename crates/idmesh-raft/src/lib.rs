@@ -6,7 +6,8 @@
 //!   acknowledged to openraft only after a flush; concurrent appends share one flush (group
 //!   commit, see [`flusher`]).
 //! - [`StateMachine`]: the applied [`idmesh_state::Registry`], held in memory for reads
-//!   ([`SharedState`]) and written through to the store with its applied log id, plus snapshots.
+//!   ([`SharedState`]) and written through to the store with its applied log id; snapshots are
+//!   structure-sharing views of it ([`SnapshotData`]), encoded only to send.
 //!
 //! Everything is persisted in one `Store` under distinct key prefixes ([`keys`]).
 
@@ -19,7 +20,7 @@ mod state_machine;
 mod types;
 
 pub use log_store::{LogReader, LogStore};
-pub use snapshot::SnapshotPayload;
+pub use snapshot::{SnapshotData, SnapshotPayload};
 pub use state_machine::{AppliedState, SharedState, SnapshotBuilder, StateMachine};
 pub use types::*;
 

@@ -12,6 +12,9 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
+/// Log entries removed per write when purging.
+const PURGE_CHUNK_ENTRIES: u64 = 512;
+
 /// Reads log entries and the vote; cloned for each replication stream.
 #[derive(Debug, Clone)]
 pub struct LogReader {
@@ -163,11 +166,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        // One atomic batch: the purged pointer and the removal of the entries it covers, so the
-        // log never has a hole and its state is known even when it is empty.
+        // The purged pointer moves first, with the first chunk of removals; the rest go in
+        // further chunks, oldest first, so that appends are never held up by one huge batch.
+        // After a crash in between, entries at or below the pointer are left over: never read
+        // (reads start after the pointer), removed by the next purge. No hole can appear.
+        let end = log_id.index + 1;
+        let first =
+            self.store().scan(&keys::log_range(0, Some(end)), Order::Ascending, 1).map_err(store_err)?;
+        let mut start = first.first().and_then(|(key, _)| keys::log_index(key)).unwrap_or(end);
         let mut batch = WriteBatch::new();
         batch.put(PURGED, encode("purged log id", &log_id)?);
-        batch.delete_range(keys::log_range(0, Some(log_id.index + 1)));
-        self.write(batch)
+        loop {
+            let chunk_end = start.saturating_add(PURGE_CHUNK_ENTRIES).min(end);
+            if start < chunk_end {
+                batch.delete_range(keys::log_range(start, Some(chunk_end)));
+            }
+            self.write(std::mem::take(&mut batch))?;
+            if chunk_end >= end {
+                return Ok(());
+            }
+            start = chunk_end;
+            tokio::task::yield_now().await;
+        }
     }
 }

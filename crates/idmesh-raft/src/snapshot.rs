@@ -1,20 +1,68 @@
-//! The snapshot format and where a node keeps its current snapshot: one blob of the store
-//! (`snapshot`), holding the metadata and the data, replaced whole.
+//! Snapshots. A snapshot is taken without copying the state: the registry is a persistent map,
+//! so the snapshot holds a cheap clone of it ([`SnapshotData::View`]). It is encoded only when
+//! a follower that lags behind the purged log needs it, and decoded by that follower.
+//!
+//! Snapshots are not written to disk: the state machine itself is durable (written through to
+//! the store, flushed when a snapshot is taken), and after a restart openraft asks for a fresh
+//! snapshot of it when the log has been purged.
 
-use crate::codec::{decode, encode, store_err};
-use crate::{Snapshot, SnapshotMeta};
-use idmesh_state::Agent;
-use idmesh_store::Store;
+use crate::codec::{decode, encode};
+use idmesh_state::{Agent, Registry};
 use idmesh_types::TrustDomain;
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::sync::Arc;
 
 /// Version of [`SnapshotPayload`]'s encoding.
 pub const SNAPSHOT_FORMAT: u32 = 1;
-/// Name of the blob holding the current snapshot.
-const SNAPSHOT_BLOB: &str = "snapshot";
 
-/// Everything the state machine holds, as carried by a snapshot.
+/// The data of a snapshot.
+#[derive(Debug, Clone)]
+pub enum SnapshotData {
+    /// The registry as it was at the snapshot's last log id (a structure-sharing clone).
+    View(Registry),
+    /// An encoded [`SnapshotPayload`], as received from a leader.
+    Encoded(Arc<Vec<u8>>),
+}
+
+impl SnapshotData {
+    /// The encoded form, to send to a follower. Costs time and memory in proportion to the
+    /// state: call it off the async workers.
+    pub fn encode(&self) -> Result<Arc<Vec<u8>>, io::Error> {
+        match self {
+            SnapshotData::Encoded(bytes) => Ok(bytes.clone()),
+            SnapshotData::View(registry) => {
+                let payload = SnapshotPayloadRef {
+                    format: SNAPSHOT_FORMAT,
+                    trust_domain: registry.trust_domain(),
+                    agents: registry.agents().collect(),
+                };
+                Ok(Arc::new(encode("snapshot", &payload)?))
+            }
+        }
+    }
+
+    /// The registry this snapshot holds, checked to be of `trust_domain`.
+    pub fn into_registry(self, trust_domain: &TrustDomain) -> Result<Registry, io::Error> {
+        let registry = match self {
+            SnapshotData::View(registry) => registry,
+            SnapshotData::Encoded(bytes) => {
+                let payload = SnapshotPayload::decode(&bytes, trust_domain)?;
+                Registry::restore(payload.trust_domain, payload.agents)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+            }
+        };
+        if registry.trust_domain() != trust_domain {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot is of trust domain {}, not {trust_domain}", registry.trust_domain()),
+            ));
+        }
+        Ok(registry)
+    }
+}
+
+/// Everything the state machine holds, as a snapshot is encoded between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayload {
     /// [`SNAPSHOT_FORMAT`] of the writer.
@@ -25,12 +73,15 @@ pub struct SnapshotPayload {
     pub agents: Vec<Agent>,
 }
 
-impl SnapshotPayload {
-    /// Encodes the payload.
-    pub fn encode(&self) -> Result<Vec<u8>, io::Error> {
-        encode("snapshot", self)
-    }
+/// [`SnapshotPayload`] by reference, to encode without cloning every agent.
+#[derive(Serialize)]
+struct SnapshotPayloadRef<'a> {
+    format: u32,
+    trust_domain: &'a TrustDomain,
+    agents: Vec<&'a Agent>,
+}
 
+impl SnapshotPayload {
     /// Decodes a payload and checks it is of a known format and of `trust_domain`.
     pub fn decode(bytes: &[u8], trust_domain: &TrustDomain) -> Result<Self, io::Error> {
         let payload: Self = decode("snapshot", bytes)?;
@@ -51,31 +102,4 @@ impl SnapshotPayload {
         }
         Ok(payload)
     }
-}
-
-/// Makes `meta` + `data` the current snapshot, durably. Layout of the blob: the length of the
-/// encoded metadata (8 bytes, big-endian), the metadata, then the data.
-pub(crate) fn save(store: &dyn Store, meta: &SnapshotMeta, data: &[u8]) -> Result<(), io::Error> {
-    let meta = encode("snapshot meta", meta)?;
-    let mut blob = Vec::with_capacity(8 + meta.len() + data.len());
-    blob.extend_from_slice(&(meta.len() as u64).to_be_bytes());
-    blob.extend_from_slice(&meta);
-    blob.extend_from_slice(data);
-    store.put_blob(SNAPSHOT_BLOB, &blob).map_err(store_err)
-}
-
-/// The current snapshot, if one was ever built or installed.
-pub(crate) fn load(store: &dyn Store) -> Result<Option<Snapshot>, io::Error> {
-    let Some(blob) = store.get_blob(SNAPSHOT_BLOB).map_err(store_err)? else {
-        return Ok(None);
-    };
-    let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "the stored snapshot is truncated");
-    let length: [u8; 8] = blob.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
-    let meta_end = usize::try_from(u64::from_be_bytes(length))
-        .map_err(|_| corrupt())?
-        .checked_add(8)
-        .ok_or_else(corrupt)?;
-    let meta: SnapshotMeta = decode("snapshot meta", blob.get(8..meta_end).ok_or_else(corrupt)?)?;
-    let data = blob.get(meta_end..).ok_or_else(corrupt)?.to_vec();
-    Ok(Some(Snapshot { meta, snapshot: data }))
 }

@@ -3,8 +3,7 @@
 
 use crate::codec::{decode, encode, store_err};
 use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_MEMBERSHIP};
-use crate::snapshot::{self, SNAPSHOT_FORMAT, SnapshotPayload};
-use crate::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, WriteOutcome};
+use crate::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, WriteOutcome};
 use futures::{Stream, StreamExt};
 use idmesh_state::{Agent, Registry};
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
@@ -12,7 +11,7 @@ use idmesh_types::TrustDomain;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use std::io;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What a node has applied. Services read it directly (local reads) through [`SharedState`].
 #[derive(Debug, Clone)]
@@ -42,11 +41,15 @@ impl SharedState {
     }
 }
 
+/// The last snapshot taken or installed, kept in memory (see [`crate::SnapshotData`]).
+type CurrentSnapshot = Arc<Mutex<Option<Snapshot>>>;
+
 /// The state machine of one node.
 #[derive(Debug)]
 pub struct StateMachine {
     store: Arc<dyn Store>,
     shared: SharedState,
+    current: CurrentSnapshot,
 }
 
 impl StateMachine {
@@ -72,25 +75,30 @@ impl StateMachine {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         tracing::info!(agents = registry.len(), last_applied = ?last_applied.as_ref().map(|l| l.index), "state machine loaded");
         let state = AppliedState { registry, last_applied, membership };
-        Ok(Self { store, shared: SharedState(Arc::new(RwLock::new(state))) })
+        Ok(Self { store, shared: SharedState(Arc::new(RwLock::new(state))), current: Arc::default() })
     }
 
     /// A handle for readers of the applied state.
     pub fn shared(&self) -> SharedState {
         self.shared.clone()
     }
+}
 
-    async fn flush(&self) -> Result<(), io::Error> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
-            .map_err(store_err)
-    }
+/// Flushes `store` off the async workers.
+async fn flush(store: &Arc<dyn Store>) -> Result<(), io::Error> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+        .map_err(store_err)
+}
+
+fn set_current(current: &CurrentSnapshot, snapshot: Snapshot) {
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -148,14 +156,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { store: self.store.clone(), shared: self.shared.clone() }
+        SnapshotBuilder {
+            store: self.store.clone(),
+            shared: self.shared.clone(),
+            current: self.current.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), io::Error> {
         let trust_domain = self.shared.read().registry.trust_domain().clone();
-        let payload = SnapshotPayload::decode(&data, &trust_domain)?;
-        let registry = Registry::restore(trust_domain, payload.agents)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let registry = tokio::task::spawn_blocking(move || data.into_registry(&trust_domain))
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot decode task failed: {e}")))??;
         let mut batch = WriteBatch::new();
         batch.delete_range(KeyRange::prefix(SM_AGENT));
         for agent in registry.agents() {
@@ -164,62 +176,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
         self.store.write(batch).map_err(store_err)?;
-        self.flush().await?;
-        // After the state it describes is durable: a crash in between leaves the new state with
-        // the older snapshot, which openraft handles (applied is ahead of the snapshot).
-        snapshot::save(self.store.as_ref(), meta, &data)?;
+        flush(&self.store).await?;
         let agents = registry.len();
         *self.shared.write() = AppliedState {
-            registry,
+            registry: registry.clone(),
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        set_current(&self.current, Snapshot { meta: meta.clone(), snapshot: SnapshotData::View(registry) });
         tracing::info!(agents, last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        snapshot::load(self.store.as_ref())
+        Ok(self.current.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
-/// Builds a snapshot of the applied state at the moment it runs.
+/// Takes a snapshot of the applied state at the moment it runs: a structure-sharing clone of the
+/// registry, O(1), so applying never waits for it.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     store: Arc<dyn Store>,
     shared: SharedState,
+    current: CurrentSnapshot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (payload, meta) = {
+        let (registry, meta) = {
             let state = self.shared.read();
-            let payload = SnapshotPayload {
-                format: SNAPSHOT_FORMAT,
-                trust_domain: state.registry.trust_domain().clone(),
-                agents: state.registry.agents().cloned().collect(),
-            };
             let meta =
                 SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() };
-            (payload, meta)
+            (state.registry.clone(), meta)
         };
-        // Encoding, flushing and writing take a while on large state: off the async workers.
-        // Flush first: the state machine's own writes up to `last_applied` become durable, so
-        // purging the log up to this snapshot can never lose an entry the state machine needs.
-        // Then the snapshot blob, durable when `put_blob` returns.
-        let store = self.store.clone();
-        let agents = payload.agents.len();
-        let (meta, data) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
-            let data = payload.encode()?;
-            store.flush().map_err(store_err)?;
-            snapshot::save(store.as_ref(), &meta, &data)?;
-            Ok((meta, data))
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))??;
-        tracing::info!(agents, bytes = data.len(), last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot built");
-        Ok(Snapshot { meta, snapshot: data })
+        // openraft purges the log up to the snapshot next: the state machine's own writes up to
+        // `last_applied` must be durable first, so that no entry it still needs is lost.
+        flush(&self.store).await?;
+        let agents = registry.len();
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::View(registry) };
+        set_current(&self.current, snapshot.clone());
+        tracing::info!(agents, last_log_index = ?snapshot.meta.last_log_id.as_ref().map(|l| l.index), "snapshot taken");
+        Ok(snapshot)
     }
 }

@@ -50,5 +50,5 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
-/// A snapshot with its data (the encoded [`crate::SnapshotPayload`]).
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+/// A snapshot with its data.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, crate::SnapshotData>;

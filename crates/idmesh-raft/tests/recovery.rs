@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ed25519_dalek::SigningKey;
-use idmesh_raft::{Entry, LogStore, StateMachine, TypeConfig};
+use idmesh_raft::{Entry, LogStore, SnapshotData, StateMachine, TypeConfig};
 use idmesh_state::{Command, Op, PublicJwk, RegisterAgent};
 use idmesh_store::{KeyRange, MemStore, Order, Pair, Store, StoreError, WriteBatch};
 use idmesh_types::{TrustDomain, UnixMillis};
@@ -59,20 +59,39 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     assert_eq!(applied, None);
     assert_eq!(sm.shared().read().registry.len(), 0);
 
-    // A snapshot flushes: the state up to it survives the next crash, with its applied id.
+    // Taking a snapshot flushes: the state up to it survives the next crash, with its applied
+    // id, so the log before it may be purged.
     apply(&mut sm, (1..=3).map(register).collect()).await;
     let mut builder = sm.get_snapshot_builder().await;
     let snapshot = builder.build_snapshot().await.unwrap();
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(3)));
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
     apply(&mut sm, vec![register(4)]).await;
+    // The snapshot is a view as of index 3: later changes are not in it.
+    let later = snapshot.snapshot.clone().into_registry(&td()).unwrap();
+    assert_eq!(later.len(), 3);
     store.crash();
     let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(3)));
     assert_eq!(sm.shared().read().registry.len(), 3);
-    let current = sm.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(current.meta, snapshot.meta);
-    assert_eq!(current.snapshot, snapshot.snapshot);
+}
+
+#[tokio::test]
+async fn a_snapshot_round_trips_through_its_encoding() {
+    let (_log, mut leader) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
+    apply(&mut leader, (1..=5).map(register).collect()).await;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let bytes = snapshot.snapshot.encode().unwrap();
+    let (_log, mut follower) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
+    follower.install_snapshot(&snapshot.meta, SnapshotData::Encoded(bytes.clone())).await.unwrap();
+    assert_eq!(follower.shared().read().registry, leader.shared().read().registry);
+    assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(5)));
+    // A snapshot of another trust domain is refused and changes nothing.
+    let other = TrustDomain::parse_field("trust_domain", "other.example").unwrap();
+    let (_log, mut stranger) = idmesh_raft::open(Arc::new(MemStore::new()), other).unwrap();
+    assert!(stranger.install_snapshot(&snapshot.meta, SnapshotData::Encoded(bytes)).await.is_err());
+    assert!(stranger.shared().read().registry.is_empty());
 }
 
 #[tokio::test]
@@ -114,12 +133,6 @@ impl Store for SlowFlush {
     }
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
-    }
-    fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_blob(name, bytes)
-    }
-    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_blob(name)
     }
 }
 

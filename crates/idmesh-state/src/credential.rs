@@ -19,8 +19,10 @@ pub struct PublicJwk {
     x: String,
 }
 
-/// The stored form of a [`PublicJwk`]; checked again when read back (from the log, a snapshot or
-/// a peer), so an invalid key can never enter the state by deserialization.
+/// The stored form of a [`PublicJwk`]. Reading it back (from the log, a snapshot or a peer)
+/// checks the form — 32 bytes of unpadded base64url — but not that the bytes are a valid curve
+/// point: that costs a point decompression, and it was checked once where the key entered
+/// ([`PublicJwk::parse`]). A key that is not a point could never verify a signature anyway.
 #[derive(Deserialize)]
 struct StoredJwk {
     x: String,
@@ -32,8 +34,10 @@ impl TryFrom<StoredJwk> for PublicJwk {
         let bytes = URL_SAFE_NO_PAD
             .decode(stored.x.as_bytes())
             .map_err(|_| "x must be unpadded base64url".to_owned())?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| "x must decode to 32 bytes".to_owned())?;
-        PublicJwk::from_key_bytes(&bytes)
+        if bytes.len() != 32 {
+            return Err(format!("x must decode to 32 bytes (got {})", bytes.len()));
+        }
+        Ok(PublicJwk { x: stored.x })
     }
 }
 

@@ -4,21 +4,25 @@ use crate::command::{RegisterAgent, UpdateAgent};
 use crate::{Agent, AgentStatus, Command, Credential, Op, StateError};
 use idmesh_types::limits::CREDENTIALS_MAX_COUNT;
 use idmesh_types::{AgentId, InvalidField, TrustDomain, UnixMillis};
-use std::collections::BTreeMap;
+use imbl::OrdMap;
+use std::sync::Arc;
 
 /// All agents of a trust domain as known by one replica.
 ///
 /// Changed only by [`Registry::apply`]; a refused command leaves it exactly as it was.
+///
+/// Cloning is O(1): agents live in a persistent ordered map that shares structure between
+/// versions, so a snapshot of the whole registry is taken without copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registry {
     trust_domain: TrustDomain,
-    agents: BTreeMap<AgentId, Agent>,
+    agents: OrdMap<AgentId, Arc<Agent>>,
 }
 
 impl Registry {
     /// An empty registry for `trust_domain`.
     pub fn new(trust_domain: TrustDomain) -> Self {
-        Self { trust_domain, agents: BTreeMap::new() }
+        Self { trust_domain, agents: OrdMap::new() }
     }
 
     /// A registry holding `agents`, as restored from a snapshot or from disk. Agents of another
@@ -35,7 +39,7 @@ impl Registry {
                     format!("restored agent {} is not of trust domain {}", agent.id, registry.trust_domain),
                 ));
             }
-            registry.agents.insert(agent.id.clone(), agent);
+            registry.agents.insert(agent.id.clone(), Arc::new(agent));
         }
         Ok(registry)
     }
@@ -47,7 +51,7 @@ impl Registry {
 
     /// The agent `id`, if registered.
     pub fn get(&self, id: &AgentId) -> Option<&Agent> {
-        self.agents.get(id)
+        self.agents.get(id).map(Arc::as_ref)
     }
 
     /// Number of agents (in every status).
@@ -62,7 +66,7 @@ impl Registry {
 
     /// Every agent, in id order.
     pub fn agents(&self) -> impl Iterator<Item = &Agent> {
-        self.agents.values()
+        self.agents.values().map(Arc::as_ref)
     }
 
     /// Agents with ids strictly after `after` (or from the start), in id order.
@@ -72,7 +76,7 @@ impl Registry {
             Some(id) => Bound::Excluded(id),
             None => Bound::Unbounded,
         };
-        self.agents.range((lower, Bound::Unbounded)).map(|(_, agent)| agent)
+        self.agents.range((lower, Bound::Unbounded)).map(|(_, agent)| agent.as_ref())
     }
 
     /// Applies `command` and returns the agent as it is afterwards.
@@ -81,7 +85,7 @@ impl Registry {
     /// Repeating a suspend, resume or revoke that already holds is accepted and changes nothing.
     pub fn apply(&mut self, command: &Command) -> Result<Agent, StateError> {
         let agent = self.evaluate(command)?;
-        self.agents.insert(agent.id.clone(), agent.clone());
+        self.agents.insert(agent.id.clone(), Arc::new(agent.clone()));
         Ok(agent)
     }
 
@@ -198,7 +202,7 @@ impl Registry {
     }
 
     fn existing(&self, id: &AgentId) -> Result<&Agent, StateError> {
-        self.agents.get(id).ok_or_else(|| StateError::NotFound { what: format!("agent {id}") })
+        self.get(id).ok_or_else(|| StateError::NotFound { what: format!("agent {id}") })
     }
 }
 

@@ -8,15 +8,11 @@
 //!   has returned. Nothing may be acknowledged to a client before the flush that covers it.
 //!   Callers group many writes under one flush (group commit).
 //!
-//! Beside the ordered keys, a store keeps *blobs*: large values replaced whole, durable as soon
-//! as [`Store::put_blob`] returns (snapshots).
-//!
 //! Callers give keys a prefix per keyspace (see [`KeyRange::prefix`]). Adapters:
 //! [`SledStore`] (on disk, sled 0.34) and [`MemStore`] (in memory, models durability honestly:
 //! what was flushed survives [`MemStore::crash`], what was not is lost).
 
 mod batch;
-mod blob;
 mod error;
 mod mem;
 mod range;
@@ -26,7 +22,6 @@ mod sled_store;
 pub mod conformance;
 
 pub use batch::{WriteBatch, WriteOp};
-pub use blob::BLOB_NAME_MAX_BYTES;
 pub use error::StoreError;
 pub use mem::MemStore;
 pub use range::{KeyRange, Order};
@@ -57,12 +52,4 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Bytes the store occupies on disk (0 for an in-memory store).
     fn size_on_disk(&self) -> Result<u64, StoreError>;
-
-    /// Replaces the blob `name` with `bytes`, atomically, durable on return. For large values
-    /// written whole and rarely (snapshots); they never go through a [`WriteBatch`]. Names are
-    /// 1 to 64 bytes of `a-z`, `0-9`, `-`, `_`.
-    fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
-
-    /// The blob `name`, if one was ever put.
-    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -32,8 +32,6 @@ struct MemState {
     durable: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Keys whose live value may differ from their durable one.
     unflushed_keys: BTreeSet<Vec<u8>>,
-    /// Blobs; durable as soon as they are put.
-    blobs: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemStore {
@@ -46,7 +44,7 @@ impl MemStore {
     /// durable state and stays usable, like a process that restarted on the same disk.
     pub fn crash(&self) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let MemState { live, durable, unflushed_keys, .. } = &mut *state;
+        let MemState { live, durable, unflushed_keys } = &mut *state;
         for key in std::mem::take(unflushed_keys) {
             match durable.get(&key) {
                 Some(value) => live.insert(key, value.clone()),
@@ -58,9 +56,8 @@ impl MemStore {
     /// A new store holding only this store's durable state, as a process restarting after a
     /// crash would find it. Independent of `self` from then on.
     pub fn reopen(&self) -> MemStore {
-        let old = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let (durable, blobs) = (old.durable.clone(), old.blobs.clone());
-        let state = MemState { live: durable.clone(), durable, unflushed_keys: BTreeSet::new(), blobs };
+        let durable = self.state.read().unwrap_or_else(PoisonError::into_inner).durable.clone();
+        let state = MemState { live: durable.clone(), durable, unflushed_keys: BTreeSet::new() };
         MemStore { state: Arc::new(RwLock::new(state)) }
     }
 
@@ -124,7 +121,7 @@ impl Store for MemStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.write_state()?;
-        let MemState { live, durable, unflushed_keys, .. } = &mut *state;
+        let MemState { live, durable, unflushed_keys } = &mut *state;
         for key in std::mem::take(unflushed_keys) {
             match live.get(&key) {
                 Some(value) => durable.insert(key, value.clone()),
@@ -136,16 +133,5 @@ impl Store for MemStore {
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
-    }
-
-    fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        crate::blob::check_name(name)?;
-        self.write_state()?.blobs.insert(name.to_owned(), bytes.to_vec());
-        Ok(())
-    }
-
-    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        crate::blob::check_name(name)?;
-        Ok(self.read_state()?.blobs.get(name).cloned())
     }
 }

@@ -94,12 +94,3 @@ fn crash_is_cheap_with_many_keys() {
     assert_eq!(store.get(b"lost").unwrap(), None);
     assert_eq!(store.reopen().scan(&KeyRange::all(), Order::Ascending, usize::MAX).unwrap().len(), 101_000);
 }
-
-#[test]
-fn blobs_survive_a_crash_and_a_reopen() {
-    let store = MemStore::new();
-    store.put_blob("snapshot", b"state").unwrap();
-    store.crash();
-    assert_eq!(store.get_blob("snapshot").unwrap().as_deref(), Some(&b"state"[..]));
-    assert_eq!(store.reopen().get_blob("snapshot").unwrap().as_deref(), Some(&b"state"[..]));
-}

@@ -10,6 +10,11 @@ use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 
+/// mimalloc: under load the node spends much of its time allocating small objects (messages,
+/// entries, strings); glibc's allocator measured ~13% of CPU there, mimalloc far less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Node(_) | Command::Dev(_));

@@ -29,7 +29,7 @@ impl RegistryApi {
     async fn write(&self, op: Op) -> Result<Response<AgentResponse>, Status> {
         let (agent, log_index) =
             self.node.write(op).await.inspect_err(|e| tracing::info!(error = %e, "write refused"))?;
-        tracing::info!(agent = %agent.id, status = %agent.status, revision = agent.revision, log_index, "agent written");
+        tracing::debug!(agent = %agent.id, status = %agent.status, revision = agent.revision, log_index, "agent written");
         Ok(Response::new(answer(&agent, log_index)))
     }
 

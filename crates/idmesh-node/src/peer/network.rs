@@ -14,6 +14,9 @@ use std::future::Future;
 use std::sync::Arc;
 use tonic::Code;
 
+/// Shortest deadline given to a Raft RPC.
+const RPC_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// Creates a connection per target for openraft; all of them share the node's channel cache.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -77,7 +80,10 @@ impl PeerConnection {
             header: Some(self.peers.header(self.target)),
             payload: payload.into(),
         });
-        message.set_timeout(option.hard_ttl());
+        // openraft gives an append or vote the heartbeat interval; on two shared cores a follower
+        // that is building a snapshot can take longer than that without being dead. A dead peer
+        // fails fast anyway (connection refused or reset); a hung one is noticed after the floor.
+        message.set_timeout(option.hard_ttl().max(RPC_TIMEOUT_FLOOR));
         let reply: Result<tonic::Response<RaftReply>, tonic::Status> = match rpc {
             Rpc::Append => client.append_entries(message).await,
             Rpc::Vote => client.vote(message).await,
@@ -91,7 +97,7 @@ impl PeerConnection {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = idmesh_raft::SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -127,8 +133,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let encode_err = |e: serde_json::Error| StreamingError::Network(NetworkError::new(&e));
         let vote = serde_json::to_vec(&vote).map_err(encode_err)?;
         let meta = serde_json::to_vec(&snapshot.meta).map_err(encode_err)?;
+        let view = snapshot.snapshot;
+        let encoded = tokio::task::spawn_blocking(move || view.encode())
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut chunks = Vec::new();
-        let mut data = snapshot.snapshot.chunks(SNAPSHOT_CHUNK_BYTES);
+        let mut data = encoded.chunks(SNAPSHOT_CHUNK_BYTES);
         chunks.push(SnapshotChunk {
             header: Some(self.peers.header(self.target)),
             vote: vote.into(),
@@ -136,7 +147,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             data: data.next().map(|c| c.to_vec()).unwrap_or_default().into(),
         });
         chunks.extend(data.map(|c| SnapshotChunk { data: c.to_vec().into(), ..Default::default() }));
-        let bytes = snapshot.snapshot.len();
+        let bytes = encoded.len();
         let mut client = self
             .peers
             .client(self.target, &self.addr)

@@ -4,7 +4,7 @@ use super::{ForwardRequest, SNAPSHOT_MAX_BYTES};
 use crate::{Node, NodeError};
 use idmesh_proto::peer::raft_peer_server::RaftPeer;
 use idmesh_proto::peer::{ForwardReply, RaftReply, RaftRequest, SnapshotChunk};
-use idmesh_raft::{Snapshot, SnapshotMeta, Vote};
+use idmesh_raft::{Snapshot, SnapshotData, SnapshotMeta, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt;
@@ -76,7 +76,7 @@ impl RaftPeer for PeerService {
             data.extend_from_slice(&chunk.data);
         }
         tracing::info!(bytes = data.len(), last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot received");
-        let snapshot = Snapshot { meta, snapshot: data };
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::Encoded(std::sync::Arc::new(data)) };
         reply(&self.node.raft().install_full_snapshot(vote, snapshot).await)
     }
 

@@ -37,7 +37,6 @@ pub fn run_all(h: &mut impl StoreHarness) {
     check_scan_prefixes(h);
     check_large_values(h);
     check_flushed_writes_survive_reopen(h);
-    check_blobs(h);
     check_matches_model(h);
 }
 
@@ -310,25 +309,4 @@ pub fn check_flushed_writes_survive_reopen(h: &mut impl StoreHarness) {
     let store = h.reopen(store);
     assert_eq!(store.get(b"after-reopen").unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(all_pairs(&*store).len(), 101, "second reopen");
-}
-
-/// Blobs: absent until put, replaced whole, durable without a flush, independent of keys, and
-/// names that could escape a directory are refused.
-pub fn check_blobs(h: &mut impl StoreHarness) {
-    let store = h.open();
-    assert_eq!(store.get_blob("snapshot").unwrap(), None);
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    store.put_blob("snapshot", &big).unwrap();
-    assert_eq!(store.get_blob("snapshot").unwrap().as_deref(), Some(&big[..]));
-    store.put_blob("snapshot", b"second").unwrap();
-    store.put_blob("other_1", b"").unwrap();
-    assert_eq!(store.get_blob("snapshot").unwrap().as_deref(), Some(&b"second"[..]));
-    assert!(all_pairs(&*store).is_empty(), "blobs are not keys");
-    let store = h.reopen(store);
-    assert_eq!(store.get_blob("snapshot").unwrap().as_deref(), Some(&b"second"[..]), "blob after reopen");
-    assert_eq!(store.get_blob("other_1").unwrap().as_deref(), Some(&b""[..]));
-    for bad in ["", "../escape", "a/b", "UPPER", "dot.ted", &"x".repeat(65)] {
-        assert!(store.put_blob(bad, b"x").is_err(), "blob name {bad:?} accepted");
-        assert!(store.get_blob(bad).is_err(), "blob name {bad:?} accepted for get");
-    }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use data_dir::DataDirState;
 
 use crate::batch::resolve_effects;
-use crate::blob::BlobDir;
 use crate::{KeyRange, Order, Pair, Store, StoreError, WriteBatch};
 
 /// The sled tree holding the adapter's own bookkeeping (never user keys).
@@ -61,15 +60,12 @@ impl Default for SledOptions {
 ///   when its batch is applied.
 /// - [`Store::flush`] is `Db::flush` (write and fsync). sled only syncs by itself every 500 ms:
 ///   flush is the durability point.
-/// - Blobs are files in the directory `<path>.blobs` beside the store, each replaced by
-///   write-to-temporary, fsync, rename, fsync of the directory.
 /// - [`SledStore::open`] never creates a store over data it cannot read: a corrupt, unreadable
 ///   or foreign directory is [`StoreError::Open`], and nothing in it is changed.
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     write_lock: Mutex<()>,
-    blobs: BlobDir,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -119,21 +115,13 @@ impl SledStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "opened sled store"
         );
-        let blobs = BlobDir::new(blob_dir(&path));
-        Ok(SledStore { db, path, write_lock: Mutex::new(()), blobs })
+        Ok(SledStore { db, path, write_lock: Mutex::new(()) })
     }
 
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Where the blobs of the store at `path` live: beside it, in `<path>.blobs` (sled owns `path`).
-fn blob_dir(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".blobs");
-    path.with_file_name(name)
 }
 
 /// Pause between attempts to take the directory's lock.
@@ -230,14 +218,6 @@ impl Store for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()? + self.blobs.size_bytes())
-    }
-
-    fn put_blob(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.blobs.put(name, bytes)
-    }
-
-    fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.blobs.get(name)
+        Ok(self.db.size_on_disk()?)
     }
 }
