@@ -396,7 +396,7 @@ async fn load(report: &mut Report, root: &Path, settings: &Settings, system: Sys
         let (rss, peak) = support::rss_kib(m.pid().context("not running")?)?;
         let (data, allocated) = support::dir_size(&m.data_dir)?;
         let agent_count = statuses.as_ref().map(|s| s[i].agent_count);
-        let snapshots_built = statuses.as_ref().map(|_| m.log_lines_with("snapshot built"));
+        let snapshots_built = statuses.as_ref().map(|_| m.log_lines_with("snapshot taken"));
         footprint.push(Footprint {
             member: m.id,
             rss_kib: rss,
