@@ -1,0 +1,12 @@
+//! The audit trail's records: what happened ([`Event`]), where and when, chained by SHA-256 so
+//! that a record cannot be changed, removed, reordered or inserted without breaking the chain.
+//!
+//! Each node keeps its own chain: record `seq` holds the hash of record `seq - 1`. This crate
+//! builds and checks chains; writing them durably is the node's job. No IO, no clock: the time
+//! of a record is an input.
+
+mod chain;
+mod event;
+
+pub use chain::{ChainError, Hash, Record, RecordOrigin, verify_chain};
+pub use event::{Event, IssuedToken, RefusedToken};
