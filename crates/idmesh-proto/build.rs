@@ -6,7 +6,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = [root.join("idmesh/v1/registry.proto"), root.join("idmesh/peer/v1/raft.proto")];
+    let files = [
+        root.join("idmesh/v1/registry.proto"),
+        root.join("idmesh/v1/token.proto"),
+        root.join("idmesh/peer/v1/raft.proto"),
+    ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -25,6 +25,43 @@ pub struct NodeConfig {
     pub site_peers: BTreeMap<NodeId, String>,
     /// Raft timing and log retention.
     pub raft: RaftTiming,
+    /// Token issuance.
+    pub tokens: TokenSettings,
+}
+
+/// How this node issues tokens. Every node of a site should use the same settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// The site's issuer URL: the `iss` of its tokens; client assertions name it (or it +
+    /// `/token`) as `aud`.
+    pub issuer: String,
+    /// Lifetime of a token when the request names none.
+    pub default_ttl_secs: u64,
+    /// Longest lifetime a request may ask for. Keys retire this long (plus leeway) after a
+    /// rotation activates the next one.
+    pub max_ttl_secs: u64,
+    /// Longest a client assertion may live (`exp` ahead of now).
+    pub assertion_max_lifetime_secs: u64,
+    /// Clock leeway when checking assertions.
+    pub leeway_secs: u64,
+    /// Default delay between publishing a rotated key and signing with it.
+    pub key_activation_delay_secs: u64,
+}
+
+impl TokenSettings {
+    /// Defaults for a site: issuer `https://<trust-domain>/sites/<site>`, 10 minute tokens
+    /// capped at 1 hour, 5 minute assertions, 30 s leeway, keys activating 5 minutes after
+    /// publication.
+    pub fn defaults_for(trust_domain: &TrustDomain, site: &SiteName) -> Self {
+        Self {
+            issuer: format!("https://{trust_domain}/sites/{site}"),
+            default_ttl_secs: 600,
+            max_ttl_secs: 3600,
+            assertion_max_lifetime_secs: 300,
+            leeway_secs: 30,
+            key_activation_delay_secs: 300,
+        }
+    }
 }
 
 /// Timing of the site's Raft group and retention of its log.
@@ -96,6 +133,31 @@ impl NodeConfig {
         }
         if t.write_timeout_ms < t.election_timeout_max_ms {
             return Err(InvalidField::new("write_timeout_ms", "must be at least election_timeout_max_ms"));
+        }
+        let k = &self.tokens;
+        if k.issuer.is_empty()
+            || k.issuer.len() > 256
+            || k.issuer.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(InvalidField::new("issuer", "must be 1 to 256 characters without spaces (a URL)"));
+        }
+        if k.max_ttl_secs == 0 || k.max_ttl_secs > 86_400 {
+            return Err(InvalidField::new("token_max_ttl_secs", "must be 1 to 86400 (a day)"));
+        }
+        if k.default_ttl_secs == 0 || k.default_ttl_secs > k.max_ttl_secs {
+            return Err(InvalidField::new("token_default_ttl_secs", "must be 1 to token_max_ttl_secs"));
+        }
+        if k.assertion_max_lifetime_secs == 0 || k.assertion_max_lifetime_secs > 3600 {
+            return Err(InvalidField::new("assertion_max_lifetime_secs", "must be 1 to 3600"));
+        }
+        if k.leeway_secs > idmesh_token::LEEWAY_MAX_SECS {
+            return Err(InvalidField::new(
+                "clock_leeway_secs",
+                format!("must be at most {}", idmesh_token::LEEWAY_MAX_SECS),
+            ));
+        }
+        if k.key_activation_delay_secs > 7 * 86_400 {
+            return Err(InvalidField::new("key_activation_delay_secs", "must be at most 604800 (a week)"));
         }
         Ok(())
     }

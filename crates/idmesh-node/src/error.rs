@@ -85,6 +85,36 @@ pub enum NodeError {
         /// Why.
         detail: String,
     },
+    /// The caller could not be authenticated (its client assertion was refused).
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// Why.
+        reason: String,
+    },
+    /// The caller is known but not allowed (e.g. a suspended or revoked agent).
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
+        /// Why.
+        reason: String,
+    },
+    /// The site has no signing key yet (its leader creates one after the site forms).
+    #[error("site {site} has no signing key yet; its leader creates one once elected, retry shortly")]
+    NoSigningKey {
+        /// The site.
+        site: String,
+    },
+    /// The audit log could not be written: the request was not served (fail closed).
+    #[error("audit log cannot be written ({detail}); nothing was issued")]
+    AuditUnavailable {
+        /// What failed.
+        detail: String,
+    },
+    /// A bounded resource is full; retry later.
+    #[error("busy: {detail}")]
+    Busy {
+        /// What is full.
+        detail: String,
+    },
     /// Storage failed; the request was not served.
     #[error("storage error: {detail}")]
     Storage {
@@ -125,7 +155,10 @@ impl NodeError {
             | NodeError::OutcomeUnknown { .. }
             | NodeError::ReadNotLinearizable { .. }
             | NodeError::Stopped { .. } => Code::Unavailable,
-            NodeError::WrongPeer { .. } => Code::PermissionDenied,
+            NodeError::WrongPeer { .. } | NodeError::PermissionDenied { .. } => Code::PermissionDenied,
+            NodeError::Unauthenticated { .. } => Code::Unauthenticated,
+            NodeError::NoSigningKey { .. } | NodeError::AuditUnavailable { .. } => Code::Unavailable,
+            NodeError::Busy { .. } => Code::ResourceExhausted,
             NodeError::Storage { .. } => Code::Internal,
         }
     }

@@ -10,17 +10,20 @@
 //! - Errors: [`NodeError`], mapped to `tonic::Status` in one place ([`error`]).
 
 pub mod api;
+pub mod audit;
 mod clock;
 pub mod config;
 pub mod error;
 mod identity;
+pub mod keys;
 pub mod membership;
 mod node;
 pub mod peer;
 pub mod read;
 pub mod status;
+pub mod tokens;
 pub mod write;
 
-pub use config::{NodeConfig, RaftTiming};
+pub use config::{NodeConfig, RaftTiming, TokenSettings};
 pub use error::NodeError;
 pub use node::{Node, RunningNode};

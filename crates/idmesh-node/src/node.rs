@@ -1,13 +1,17 @@
 //! A node: its Raft handle, applied state, peers, and the two gRPC listeners.
 
-use crate::api::{RegistryApi, SiteApi};
+use crate::api::{KeysApi, RegistryApi, SiteApi, TokensApi};
+use crate::audit::AuditLog;
 use crate::peer::{Network, PEER_MESSAGE_MAX_BYTES, PeerService, Peers};
 use crate::{NodeConfig, identity};
 use idmesh_proto::peer::raft_peer_server::RaftPeerServer;
 use idmesh_proto::v1::agent_registry_server::AgentRegistryServer;
+use idmesh_proto::v1::signing_keys_server::SigningKeysServer;
 use idmesh_proto::v1::site_server::SiteServer;
+use idmesh_proto::v1::tokens_server::TokensServer;
 use idmesh_raft::{NodeInfo, Raft, SharedState};
 use idmesh_store::{SledOptions, SledStore, Store};
+use idmesh_token::replay::{REPLAY_CAPACITY_DEFAULT, ReplayCache};
 use idmesh_types::InvalidField;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +65,8 @@ struct Inner {
     shared: SharedState,
     peers: Arc<Peers>,
     store: Arc<dyn Store>,
+    audit: AuditLog,
+    replay: std::sync::Mutex<ReplayCache>,
 }
 
 /// A started node: its listeners' real addresses and how to stop it.
@@ -82,15 +88,20 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.validate()?;
         let raft_config = Arc::new(config.openraft_config()?);
-        let data_err = |detail: String| StartError::DataDir { path: config.data_dir.clone(), detail };
+        let data_dir = config.data_dir.clone();
+        let data_err = move |detail: String| StartError::DataDir { path: data_dir.clone(), detail };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
         let store = SledStore::open(config.data_dir.join("store"), SledOptions::default())
             .map_err(|e| data_err(e.to_string()))?;
         let store: Arc<dyn Store> = Arc::new(store);
-        identity::check_or_record(store.as_ref(), &config).map_err(data_err)?;
+        identity::check_or_record(store.as_ref(), &config).map_err(&data_err)?;
         let (log, sm) = idmesh_raft::open(store.clone(), config.trust_domain.clone())
             .map_err(|e| data_err(e.to_string()))?;
         let shared = sm.shared();
+        let origin = idmesh_audit::RecordOrigin { site: config.site.to_string(), node: config.node_id.0 };
+        let audit =
+            AuditLog::open(store.clone(), log.flusher(), origin).map_err(|e| data_err(e.to_string()))?;
+        let replay = replay_memory(&audit, &config).map_err(&data_err)?;
 
         let public = bind("listen", config.listen).await?;
         let peer = bind("peer_listen", config.peer_listen).await?;
@@ -101,10 +112,24 @@ impl Node {
         let raft = Raft::new(config.node_id.0, raft_config, Network::new(peers.clone()), log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let node = Node(Arc::new(Inner { config, raft, shared, peers, store }));
+        let node = Node(Arc::new(Inner {
+            config,
+            raft,
+            shared,
+            peers,
+            store,
+            audit,
+            replay: std::sync::Mutex::new(replay),
+        }));
+        let started = idmesh_audit::Event::NodeStarted { version: env!("CARGO_PKG_VERSION").to_owned() };
+        node.audit()
+            .append(started)
+            .await
+            .map_err(|e| data_err(format!("cannot write the audit log: {e}")))?;
         tracing::info!(node = %node.config().node_id, site = %node.config().site, %public_addr, %peer_addr, "node started");
 
         let (stop, stopped) = watch::channel(false);
+        tokio::spawn(node.clone().create_first_key_when_leading(stopped.clone()));
         let servers = vec![
             tokio::spawn(serve_peer(node.clone(), peer, stopped.clone())),
             tokio::spawn(serve_public(node.clone(), public, stopped)),
@@ -126,6 +151,16 @@ impl Node {
     /// The applied state, for local reads.
     pub fn shared(&self) -> &SharedState {
         &self.0.shared
+    }
+
+    /// The node's audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.0.audit
+    }
+
+    /// The memory of spent client assertions.
+    pub(crate) fn replay(&self) -> &std::sync::Mutex<ReplayCache> {
+        &self.0.replay
     }
 
     /// The peer channel cache.
@@ -200,6 +235,35 @@ impl RunningNode {
     }
 }
 
+/// The memory of spent assertions, rebuilt from the audit log: every assertion recorded there
+/// that could still be valid is remembered again, so a restart does not reopen a replay window.
+fn replay_memory(audit: &AuditLog, config: &NodeConfig) -> Result<ReplayCache, String> {
+    let mut replay = ReplayCache::new(REPLAY_CAPACITY_DEFAULT);
+    let window_ms = (config.tokens.assertion_max_lifetime_secs + 2 * config.tokens.leeway_secs) * 1000;
+    let since = idmesh_types::UnixMillis(crate::clock::now().0.saturating_sub(window_ms));
+    let records = audit.recent(since, REPLAY_CAPACITY_DEFAULT).map_err(|e| e.to_string())?;
+    for record in &records {
+        let spent = match &record.event {
+            idmesh_audit::Event::TokenIssued(t) => {
+                Some((t.agent.as_str(), t.assertion_jti.as_str(), t.assertion_exp))
+            }
+            idmesh_audit::Event::TokenRefused(r) => r
+                .agent
+                .as_deref()
+                .zip(r.assertion.as_ref())
+                .map(|(agent, (jti, exp))| (agent, jti.as_str(), *exp)),
+            idmesh_audit::Event::NodeStarted { .. } => None,
+        };
+        if let Some((agent, jti, exp)) = spent {
+            replay.remember(agent, jti, exp + config.tokens.leeway_secs);
+        }
+    }
+    if !replay.is_empty() {
+        tracing::info!(assertions = replay.len(), "replay memory rebuilt from the audit log");
+    }
+    Ok(replay)
+}
+
 async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|e| StartError::Bind { which, addr, detail: e.to_string() })
 }
@@ -251,10 +315,14 @@ async fn serve_public(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentRegistryServer<RegistryApi>>().await;
     health.set_serving::<SiteServer<SiteApi>>().await;
+    health.set_serving::<TokensServer<TokensApi>>().await;
+    health.set_serving::<SigningKeysServer<KeysApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idmesh_proto::FILE_DESCRIPTOR_SET)
         .with_service_name("idmesh.v1.AgentRegistry")
         .with_service_name("idmesh.v1.Site")
+        .with_service_name("idmesh.v1.Tokens")
+        .with_service_name("idmesh.v1.SigningKeys")
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
     let mut router = builder
@@ -262,7 +330,16 @@ async fn serve_public(
             AgentRegistryServer::new(RegistryApi::new(node.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
-        .add_service(SiteServer::new(SiteApi::new(node)).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES))
+        .add_service(
+            SiteServer::new(SiteApi::new(node.clone())).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            TokensServer::new(TokensApi::new(node.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            SigningKeysServer::new(KeysApi::new(node)).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
         .add_service(health_service);
     match reflection {
         Ok(reflection) => router = router.add_service(reflection),

@@ -45,7 +45,7 @@ impl Node {
             purged_index: index(&metrics.purged),
             members,
             joint: membership.membership().get_joint_config().len() > 1,
-            agent_count: self.shared().read().registry.len() as u64,
+            agent_count: self.shared().read().state.registry.len() as u64,
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError, clock};
 use idmesh_raft::WriteOutcome;
-use idmesh_state::{Agent, Command, Op};
+use idmesh_state::{Agent, Applied, Command, Op};
 use idmesh_types::InvalidField;
 use idmesh_types::limits::COMMAND_MAX_BYTES;
 use openraft::Instant as _;
@@ -16,10 +16,21 @@ use tokio::time::Instant;
 const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 impl Node {
-    /// Applies `op` to the site's state: stamps it with this node's clock, checks it, proposes it
-    /// through the leader and returns the agent as it is afterwards and the log index.
+    /// Applies an agent `op` to the site's state: stamps it with this node's clock, checks it,
+    /// proposes it through the leader and returns the agent as it is afterwards and the log
+    /// index.
     pub async fn write(&self, op: Op) -> Result<(Agent, u64), NodeError> {
-        let command = Command { at: clock::now(), op };
+        match self.write_command(Command { at: clock::now(), op }).await? {
+            (Applied::Agent(agent), log_index) => Ok((agent, log_index)),
+            (other, _) => {
+                Err(NodeError::Storage { detail: format!("an agent command applied as {other:?}") })
+            }
+        }
+    }
+
+    /// Checks `command` (already stamped with its time), proposes it through the leader, and
+    /// returns what applying it produced and its log index.
+    pub async fn write_command(&self, command: Command) -> Result<(Applied, u64), NodeError> {
         command.validate(&self.config().trust_domain)?;
         let size = serde_json::to_vec(&command).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > COMMAND_MAX_BYTES {
@@ -29,10 +40,10 @@ impl Node {
             )
             .into());
         }
-        tracing::debug!(agent = %command.agent_id(), "write");
+        tracing::debug!(command = %command, "write");
         match self.on_leader(ForwardRequest::Write(command), false).await? {
-            ForwardReply::Written { outcome: WriteOutcome::Agent(agent), log_index } => {
-                Ok((agent, log_index))
+            ForwardReply::Written { outcome: WriteOutcome::Applied(applied), log_index } => {
+                Ok((applied, log_index))
             }
             ForwardReply::Written { outcome: WriteOutcome::Refused(refused), .. } => Err(refused.into()),
             other => Err(unexpected(&other)),
@@ -90,7 +101,7 @@ impl Node {
         }
         // Refuse what would certainly fail against the state as applied here, without spending a
         // log entry on it. Apply decides in the end: the state may change before the entry is.
-        if let Err(refused) = self.shared().read().registry.evaluate(&command) {
+        if let Err(refused) = self.shared().read().state.evaluate(&command) {
             return ForwardReply::Failed(refused.into());
         }
         let what = command.to_string();

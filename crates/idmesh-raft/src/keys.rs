@@ -15,6 +15,8 @@ pub const PURGED: &[u8] = b"meta/purged";
 pub const IDENTITY: &[u8] = b"meta/identity";
 /// Applied agents: `sm/agent/<spiffe id>` → agent.
 pub const SM_AGENT: &[u8] = b"sm/agent/";
+/// The site's signing keys (one value: the whole key set, small).
+pub const SM_KEYS: &[u8] = b"sm/keys";
 /// Last applied log id of the state machine.
 pub const SM_APPLIED: &[u8] = b"sm/applied";
 /// Last applied membership of the state machine.

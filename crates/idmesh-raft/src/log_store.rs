@@ -37,6 +37,12 @@ impl LogStore {
         Self { reader: LogReader { store }, flusher }
     }
 
+    /// The group-commit flusher this log store acknowledges through; other durable writers of
+    /// the same store (the audit log) share its flushes.
+    pub fn flusher(&self) -> Flusher {
+        self.flusher.clone()
+    }
+
     fn store(&self) -> &Arc<dyn Store> {
         &self.reader.store
     }

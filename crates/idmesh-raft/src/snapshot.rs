@@ -7,7 +7,7 @@
 //! snapshot of it when the log has been purged.
 
 use crate::codec::{decode, encode};
-use idmesh_state::{Agent, Registry};
+use idmesh_state::{Agent, Registry, SiteKeys, SiteState};
 use idmesh_types::TrustDomain;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -19,8 +19,8 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 /// The data of a snapshot.
 #[derive(Debug, Clone)]
 pub enum SnapshotData {
-    /// The registry as it was at the snapshot's last log id (a structure-sharing clone).
-    View(Registry),
+    /// The state as it was at the snapshot's last log id (a structure-sharing clone).
+    View(SiteState),
     /// An encoded [`SnapshotPayload`], as received from a leader.
     Encoded(Arc<Vec<u8>>),
 }
@@ -31,34 +31,36 @@ impl SnapshotData {
     pub fn encode(&self) -> Result<Arc<Vec<u8>>, io::Error> {
         match self {
             SnapshotData::Encoded(bytes) => Ok(bytes.clone()),
-            SnapshotData::View(registry) => {
+            SnapshotData::View(state) => {
                 let payload = SnapshotPayloadRef {
                     format: SNAPSHOT_FORMAT,
-                    trust_domain: registry.trust_domain(),
-                    agents: registry.agents().collect(),
+                    trust_domain: state.registry.trust_domain(),
+                    agents: state.registry.agents().collect(),
+                    signing_keys: &state.keys,
                 };
                 Ok(Arc::new(encode("snapshot", &payload)?))
             }
         }
     }
 
-    /// The registry this snapshot holds, checked to be of `trust_domain`.
-    pub fn into_registry(self, trust_domain: &TrustDomain) -> Result<Registry, io::Error> {
-        let registry = match self {
-            SnapshotData::View(registry) => registry,
+    /// The state this snapshot holds, checked to be of `trust_domain`.
+    pub fn into_state(self, trust_domain: &TrustDomain) -> Result<SiteState, io::Error> {
+        let state = match self {
+            SnapshotData::View(state) => state,
             SnapshotData::Encoded(bytes) => {
                 let payload = SnapshotPayload::decode(&bytes, trust_domain)?;
-                Registry::restore(payload.trust_domain, payload.agents)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?
+                let registry = Registry::restore(payload.trust_domain, payload.agents)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                SiteState { registry, keys: payload.signing_keys }
             }
         };
-        if registry.trust_domain() != trust_domain {
+        if state.registry.trust_domain() != trust_domain {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("snapshot is of trust domain {}, not {trust_domain}", registry.trust_domain()),
+                format!("snapshot is of trust domain {}, not {trust_domain}", state.registry.trust_domain()),
             ));
         }
-        Ok(registry)
+        Ok(state)
     }
 }
 
@@ -71,6 +73,8 @@ pub struct SnapshotPayload {
     pub trust_domain: TrustDomain,
     /// Every agent, in id order.
     pub agents: Vec<Agent>,
+    /// The site's signing keys (private parts included: snapshots travel only inside a site).
+    pub signing_keys: SiteKeys,
 }
 
 /// [`SnapshotPayload`] by reference, to encode without cloning every agent.
@@ -79,6 +83,7 @@ struct SnapshotPayloadRef<'a> {
     format: u32,
     trust_domain: &'a TrustDomain,
     agents: Vec<&'a Agent>,
+    signing_keys: &'a SiteKeys,
 }
 
 impl SnapshotPayload {

@@ -2,10 +2,10 @@
 //! the store, builds and installs snapshots.
 
 use crate::codec::{decode, encode, store_err};
-use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_MEMBERSHIP};
+use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_KEYS, SM_MEMBERSHIP};
 use crate::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig, WriteOutcome};
 use futures::{Stream, StreamExt};
-use idmesh_state::{Agent, Registry};
+use idmesh_state::{Agent, Applied, Registry, SiteKeys, SiteState};
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
 use idmesh_types::TrustDomain;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 /// What a node has applied. Services read it directly (local reads) through [`SharedState`].
 #[derive(Debug, Clone)]
 pub struct AppliedState {
-    /// The agents.
-    pub registry: Registry,
+    /// The agents and signing keys.
+    pub state: SiteState,
     /// The last log entry applied.
     pub last_applied: Option<LogId>,
     /// The last membership applied.
@@ -73,8 +73,12 @@ impl StateMachine {
             pairs.iter().map(|(_, bytes)| decode::<Agent>("agent", bytes)).collect::<Result<Vec<_>, _>>()?;
         let registry = Registry::restore(trust_domain, agents)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        tracing::info!(agents = registry.len(), last_applied = ?last_applied.as_ref().map(|l| l.index), "state machine loaded");
-        let state = AppliedState { registry, last_applied, membership };
+        let keys: SiteKeys = match store.get(SM_KEYS).map_err(store_err)? {
+            Some(bytes) => decode("signing keys", &bytes)?,
+            None => SiteKeys::default(),
+        };
+        tracing::info!(agents = registry.len(), signing_keys = keys.all().len(), last_applied = ?last_applied.as_ref().map(|l| l.index), "state machine loaded");
+        let state = AppliedState { state: SiteState { registry, keys }, last_applied, membership };
         Ok(Self { store, shared: SharedState(Arc::new(RwLock::new(state))), current: Arc::default() })
     }
 
@@ -122,10 +126,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for (entry, responder) in items {
                 let outcome = match entry.payload {
                     EntryPayload::Blank => WriteOutcome::Nothing,
-                    EntryPayload::Normal(command) => match state.registry.apply(&command) {
-                        Ok(agent) => {
+                    EntryPayload::Normal(command) => match state.state.apply(&command) {
+                        Ok(Applied::Agent(agent)) => {
                             batch.put(keys::agent_key(&agent.id), encode("agent", &agent)?);
-                            WriteOutcome::Agent(agent)
+                            WriteOutcome::Applied(Applied::Agent(agent))
+                        }
+                        Ok(applied @ Applied::SigningKey { .. }) => {
+                            batch.put(SM_KEYS, encode("signing keys", &state.state.keys)?);
+                            WriteOutcome::Applied(applied)
                         }
                         Err(refused) => WriteOutcome::Refused(refused),
                     },
@@ -164,26 +172,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), io::Error> {
-        let trust_domain = self.shared.read().registry.trust_domain().clone();
-        let registry = tokio::task::spawn_blocking(move || data.into_registry(&trust_domain))
+        let trust_domain = self.shared.read().state.registry.trust_domain().clone();
+        let site = tokio::task::spawn_blocking(move || data.into_state(&trust_domain))
             .await
             .map_err(|e| io::Error::other(format!("snapshot decode task failed: {e}")))??;
         let mut batch = WriteBatch::new();
         batch.delete_range(KeyRange::prefix(SM_AGENT));
-        for agent in registry.agents() {
+        for agent in site.registry.agents() {
             batch.put(keys::agent_key(&agent.id), encode("agent", agent)?);
         }
+        batch.put(SM_KEYS, encode("signing keys", &site.keys)?);
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
         self.store.write(batch).map_err(store_err)?;
         flush(&self.store).await?;
-        let agents = registry.len();
+        let agents = site.registry.len();
         *self.shared.write() = AppliedState {
-            registry: registry.clone(),
+            state: site.clone(),
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        set_current(&self.current, Snapshot { meta: meta.clone(), snapshot: SnapshotData::View(registry) });
+        set_current(&self.current, Snapshot { meta: meta.clone(), snapshot: SnapshotData::View(site) });
         tracing::info!(agents, last_log_index = ?meta.last_log_id.as_ref().map(|l| l.index), "snapshot installed");
         Ok(())
     }
@@ -206,17 +215,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (registry, meta) = {
+        let (site, meta) = {
             let state = self.shared.read();
             let meta =
                 SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() };
-            (state.registry.clone(), meta)
+            (state.state.clone(), meta)
         };
         // openraft purges the log up to the snapshot next: the state machine's own writes up to
         // `last_applied` must be durable first, so that no entry it still needs is lost.
         flush(&self.store).await?;
-        let agents = registry.len();
-        let snapshot = Snapshot { meta, snapshot: SnapshotData::View(registry) };
+        let agents = site.registry.len();
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::View(site) };
         set_current(&self.current, snapshot.clone());
         tracing::info!(agents, last_log_index = ?snapshot.meta.last_log_id.as_ref().map(|l| l.index), "snapshot taken");
         Ok(snapshot)

@@ -1,6 +1,6 @@
 //! The openraft type configuration of an idmesh site.
 
-use idmesh_state::{Agent, Command, StateError};
+use idmesh_state::{Applied, Command, StateError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -21,8 +21,8 @@ impl fmt::Display for NodeInfo {
 /// entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteOutcome {
-    /// The command was applied; the agent as it is afterwards.
-    Agent(Agent),
+    /// The command was applied.
+    Applied(Applied),
     /// The command was refused by the state's rules; nothing changed.
     Refused(StateError),
     /// The entry carried no command (a blank or membership entry).

@@ -49,7 +49,7 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     let store = MemStore::new();
     let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     apply(&mut sm, (1..=3).map(register).collect()).await;
-    assert_eq!(sm.shared().read().registry.len(), 3);
+    assert_eq!(sm.shared().read().state.registry.len(), 3);
 
     // Nothing was flushed: after the crash the state machine is empty *and* says so, so openraft
     // re-applies the entries from the (durable) log.
@@ -57,7 +57,7 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, None);
-    assert_eq!(sm.shared().read().registry.len(), 0);
+    assert_eq!(sm.shared().read().state.registry.len(), 0);
 
     // Taking a snapshot flushes: the state up to it survives the next crash, with its applied
     // id, so the log before it may be purged.
@@ -68,30 +68,39 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
     apply(&mut sm, vec![register(4)]).await;
     // The snapshot is a view as of index 3: later changes are not in it.
-    let later = snapshot.snapshot.clone().into_registry(&td()).unwrap();
+    let later = snapshot.snapshot.clone().into_state(&td()).unwrap().registry;
     assert_eq!(later.len(), 3);
     store.crash();
     let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(3)));
-    assert_eq!(sm.shared().read().registry.len(), 3);
+    assert_eq!(sm.shared().read().state.registry.len(), 3);
 }
 
 #[tokio::test]
 async fn a_snapshot_round_trips_through_its_encoding() {
     let (_log, mut leader) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
-    apply(&mut leader, (1..=5).map(register).collect()).await;
+    apply(&mut leader, (1..=4).map(register).collect()).await;
+    let key = idmesh_state::NewSigningKey {
+        secret: idmesh_state::KeySecret::from_bytes([42; 32]),
+        activates_at: UnixMillis(2000),
+        retire_previous_at: UnixMillis(2000),
+        first: true,
+    };
+    let add_key = Command { at: UnixMillis(2000), op: Op::AddSigningKey(key) };
+    apply(&mut leader, vec![Entry::new_normal(log_id(5), add_key)]).await;
     let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let bytes = snapshot.snapshot.encode().unwrap();
     let (_log, mut follower) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
     follower.install_snapshot(&snapshot.meta, SnapshotData::Encoded(bytes.clone())).await.unwrap();
-    assert_eq!(follower.shared().read().registry, leader.shared().read().registry);
+    assert_eq!(follower.shared().read().state, leader.shared().read().state);
+    assert_eq!(follower.shared().read().state.keys.all().len(), 1);
     assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(5)));
     // A snapshot of another trust domain is refused and changes nothing.
     let other = TrustDomain::parse_field("trust_domain", "other.example").unwrap();
     let (_log, mut stranger) = idmesh_raft::open(Arc::new(MemStore::new()), other).unwrap();
     assert!(stranger.install_snapshot(&snapshot.meta, SnapshotData::Encoded(bytes)).await.is_err());
-    assert!(stranger.shared().read().registry.is_empty());
+    assert!(stranger.shared().read().state.registry.is_empty());
 }
 
 #[tokio::test]
@@ -106,7 +115,7 @@ async fn refused_commands_answer_with_the_reason_and_change_nothing() {
     apply(&mut sm, vec![duplicate]).await;
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(2)), "a refused command is still applied (as a no-op)");
-    assert_eq!(sm.shared().read().registry.len(), 1);
+    assert_eq!(sm.shared().read().state.registry.len(), 1);
 }
 
 /// A store whose flush is slow and counted, to observe group commit.

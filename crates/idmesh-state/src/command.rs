@@ -1,5 +1,6 @@
 //! Commands: the only way a site's state changes. Each is one Raft log entry.
 
+use crate::keys::KeySecret;
 use crate::{PublicJwk, validate};
 use idmesh_types::limits::CREDENTIALS_MAX_COUNT;
 use idmesh_types::{AgentId, InvalidField, TrustDomain, UnixMillis};
@@ -45,6 +46,22 @@ pub enum Op {
         /// Why (free text, may be empty).
         reason: String,
     },
+    /// Add a signing key to the site (its first, or the next one of a rotation).
+    AddSigningKey(NewSigningKey),
+}
+
+/// A new signing key. The secret was drawn by the proposing node; it travels in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSigningKey {
+    /// The private key.
+    pub secret: KeySecret,
+    /// When it starts signing (for the first key: the command's time).
+    pub activates_at: UnixMillis,
+    /// When the keys in use now stop verifying: after the last token they can sign has
+    /// expired. Ignored for the first key.
+    pub retire_previous_at: UnixMillis,
+    /// The site's first key: refused if the site has one already (two leaders may both try).
+    pub first: bool,
 }
 
 /// Registration of a new agent.
@@ -78,19 +95,21 @@ pub struct UpdateAgent {
 }
 
 impl Command {
-    /// The agent this command is about.
-    pub fn agent_id(&self) -> &AgentId {
+    /// The agent this command is about, if it is about one.
+    pub fn agent_id(&self) -> Option<&AgentId> {
         match &self.op {
-            Op::RegisterAgent(r) => &r.id,
-            Op::UpdateAgent(u) => &u.id,
-            Op::SuspendAgent { id, .. } | Op::ResumeAgent { id } | Op::RevokeAgent { id, .. } => id,
+            Op::RegisterAgent(r) => Some(&r.id),
+            Op::UpdateAgent(u) => Some(&u.id),
+            Op::SuspendAgent { id, .. } | Op::ResumeAgent { id } | Op::RevokeAgent { id, .. } => Some(id),
+            Op::AddSigningKey(_) => None,
         }
     }
 
     /// Checks every rule that does not depend on the current state.
     pub fn validate(&self, trust_domain: &TrustDomain) -> Result<(), InvalidField> {
-        let id = self.agent_id();
-        if id.trust_domain() != trust_domain {
+        if let Some(id) = self.agent_id()
+            && id.trust_domain() != trust_domain
+        {
             return Err(InvalidField::new(
                 "agent_id",
                 format!("trust domain must be {trust_domain} (this site's), got {}", id.trust_domain()),
@@ -130,6 +149,18 @@ impl Command {
             }
             Op::SuspendAgent { reason, .. } | Op::RevokeAgent { reason, .. } => validate::reason(reason),
             Op::ResumeAgent { .. } => Ok(()),
+            Op::AddSigningKey(key) => {
+                if key.activates_at < self.at {
+                    return Err(InvalidField::new("activates_at", "must not be before the command's time"));
+                }
+                if !key.first && key.retire_previous_at < key.activates_at {
+                    return Err(InvalidField::new(
+                        "retire_previous_at",
+                        "must not be before the new key activates (tokens signed until then must verify)",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -142,7 +173,13 @@ impl fmt::Display for Command {
             Op::SuspendAgent { .. } => "suspend",
             Op::ResumeAgent { .. } => "resume",
             Op::RevokeAgent { .. } => "revoke",
+            Op::AddSigningKey(key) => {
+                return write!(f, "add signing key {} at {}", key.secret.public().thumbprint(), self.at);
+            }
         };
-        write!(f, "{verb} {} at {}", self.agent_id(), self.at)
+        match self.agent_id() {
+            Some(id) => write!(f, "{verb} {id} at {}", self.at),
+            None => write!(f, "{verb} at {}", self.at),
+        }
     }
 }

@@ -109,6 +109,12 @@ impl PublicJwk {
         Ok(Self { x: URL_SAFE_NO_PAD.encode(bytes) })
     }
 
+    /// The public key of `key`. Infallible: a public key derived from a secret key is always a
+    /// valid point of the prime-order subgroup, never a weak one.
+    pub fn of_signing_key(key: &ed25519_dalek::SigningKey) -> Self {
+        Self { x: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()) }
+    }
+
     /// The public key, base64url without padding.
     pub fn x(&self) -> &str {
         &self.x

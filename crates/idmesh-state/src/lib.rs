@@ -13,13 +13,17 @@ mod agent;
 mod command;
 mod credential;
 mod error;
+pub mod keys;
 mod list;
 mod registry;
+mod site;
 pub mod validate;
 
 pub use agent::{Agent, AgentStatus};
-pub use command::{Command, Op, RegisterAgent, UpdateAgent};
+pub use command::{Command, NewSigningKey, Op, RegisterAgent, UpdateAgent};
 pub use credential::{Credential, PublicJwk};
 pub use error::StateError;
+pub use keys::{KeySecret, KeyStatus, SiteKey, SiteKeys};
 pub use list::{LabelSelector, ListQuery, Page};
 pub use registry::Registry;
+pub use site::{Applied, SiteState};

@@ -101,6 +101,10 @@ impl Registry {
             Op::SuspendAgent { id, reason } => self.set_status(id, AgentStatus::Suspended, reason, at),
             Op::ResumeAgent { id } => self.set_status(id, AgentStatus::Active, "", at),
             Op::RevokeAgent { id, reason } => self.set_status(id, AgentStatus::Revoked, reason, at),
+            Op::AddSigningKey(_) => {
+                Err(InvalidField::new("op", "a signing key is not an agent: apply it to the site state")
+                    .into())
+            }
         }
     }
 

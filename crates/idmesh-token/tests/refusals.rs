@@ -260,7 +260,8 @@ fn bad_assertions_are_refused_with_the_reason() {
         f(&mut c);
         forge(&assertion_header(), &c, &agent_key())
     };
-    let cases: Vec<(String, fn(&TokenError) -> bool)> = vec![
+    type Check = fn(&TokenError) -> bool;
+    let cases: Vec<(String, Check)> = vec![
         (edit(&|c| c["iss"] = json!("spiffe://acme.example/agents/other")), |e| {
             matches!(e, TokenError::Claim { claim: "iss", .. })
         }),

@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node. Every config key is also a flag; flags override the file.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run a single-node site on embedded storage, for trying idmesh out.
     Dev(DevArgs),
     /// Register, read, list and change agents.
@@ -33,6 +33,76 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: SiteCommand,
+    },
+    /// Tokens: obtain one as an agent, verify one offline, print the JWKS.
+    #[command(subcommand_required = true)]
+    Token {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The site's signing keys.
+    #[command(subcommand_required = true)]
+    Keys {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Act as an agent: sign a client assertion with its private key and request a token.
+    Issue {
+        /// The agent (name or SPIFFE id).
+        #[arg(long)]
+        agent: String,
+        /// The agent's private key: a JWK file with "d" (as written by `agent register --generate-key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A scope to request (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Who the token is for (repeatable; at least one).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// Lifetime in seconds (default: the node's, 10 minutes).
+        #[arg(long)]
+        ttl_secs: Option<u32>,
+    },
+    /// Verify a token offline against a JWKS file; prints its claims.
+    Verify {
+        /// The JWKS file (e.g. saved from `idmesh token jwks`).
+        #[arg(long)]
+        jwks: PathBuf,
+        /// The token.
+        token: String,
+        /// Require this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Accept this issuer (repeatable; default: any issuer whose key is in the JWKS).
+        #[arg(long = "issuer")]
+        issuers: Vec<String>,
+        /// Clock leeway in seconds (at most 300).
+        #[arg(long, default_value_t = 30)]
+        leeway_secs: u64,
+    },
+    /// Print the JWKS of the site (every key not retired), as JSON.
+    Jwks,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// The site's signing keys and their status.
+    List,
+    /// Publish a new signing key; it signs after a delay, the old one retires after the longest
+    /// token lifetime.
+    Rotate {
+        /// Delay before the new key signs (default: the node's, 5 minutes).
+        #[arg(long)]
+        activate_after_secs: Option<u32>,
     },
 }
 
@@ -85,6 +155,10 @@ pub enum AgentCommand {
         /// An Ed25519 public key as a JWK: a file path or inline JSON (repeatable).
         #[arg(long = "jwk", value_name = "FILE|JSON")]
         jwks: Vec<String>,
+        /// Generate a key pair: register its public key and write the private key to FILE
+        /// (mode 0600; an existing file is never overwritten).
+        #[arg(long, value_name = "FILE")]
+        generate_key: Option<PathBuf>,
     },
     /// Show one agent.
     Get {

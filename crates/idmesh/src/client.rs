@@ -2,7 +2,7 @@
 
 use crate::cli::{AgentCommand, ClientArgs, SiteCommand};
 use crate::exit::Failure;
-use crate::output;
+use crate::{keyfile, output};
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
 use idmesh_proto::v1::site_client::SiteClient;
 use idmesh_proto::v1::{
@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 /// Longest a client waits for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn connect(server: &str) -> Result<Channel, Failure> {
+pub async fn connect(server: &str) -> Result<Channel, Failure> {
     let endpoint = Endpoint::from_shared(format!("http://{server}"))
         .map_err(|e| Failure::usage(format!("--server {server:?} is not host:port ({e})")))?
         .connect_timeout(Duration::from_secs(3))
@@ -64,14 +64,37 @@ pub async fn agent(client: ClientArgs, command: AgentCommand) -> Result<(), Fail
     let mut api = AgentRegistryClient::new(connect(&client.server).await?);
     let format = client.output;
     match command {
-        AgentCommand::Register { agent, owner, labels, jwks } => {
-            let request = RegisterAgentRequest {
-                agent,
-                owner,
-                labels: key_values("--label", &labels)?,
-                credentials: jwk_texts("--jwk", &jwks)?,
+        AgentCommand::Register { agent, owner, labels, jwks, generate_key } => {
+            let mut credentials = jwk_texts("--jwk", &jwks)?;
+            let generated = match &generate_key {
+                Some(path) => {
+                    if path.exists() {
+                        return Err(Failure::usage(format!(
+                            "--generate-key: {} exists; an existing key file is never overwritten",
+                            path.display()
+                        )));
+                    }
+                    // Written before registering: a registered public key never lacks its
+                    // private half on disk. Removed again if the registration is refused.
+                    let key = keyfile::generate()?;
+                    keyfile::write_new(path, &key)?;
+                    credentials.push(idmesh_state::PublicJwk::of_signing_key(&key).to_json());
+                    Some(path)
+                }
+                None => None,
             };
-            output::agent(format, api.register_agent(request).await?.into_inner());
+            let request =
+                RegisterAgentRequest { agent, owner, labels: key_values("--label", &labels)?, credentials };
+            let reply = match api.register_agent(request).await {
+                Ok(reply) => reply.into_inner(),
+                Err(status) => {
+                    if let Some(path) = generated {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(status.into());
+                }
+            };
+            output::agent(format, reply);
         }
         AgentCommand::Get { agent, linearizable } => {
             let request = GetAgentRequest { agent, consistency: consistency(linearizable) };

@@ -3,8 +3,10 @@
 mod cli;
 mod client;
 mod exit;
+mod keyfile;
 mod node_cmd;
 mod output;
+mod token_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -29,10 +31,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => node_cmd::run_node(args.into_config()?).await,
+            Command::Node(args) => node_cmd::run_node((*args).into_config()?).await,
             Command::Dev(args) => node_cmd::run_dev(args).await,
             Command::Agent { client, command } => client::agent(client, command).await,
             Command::Site { client, command } => client::site(client, command).await,
+            Command::Token { client, command } => token_cmd::token(client, command).await,
+            Command::Keys { client, command } => token_cmd::keys(client, command).await,
         }
     });
     match result {

@@ -4,7 +4,7 @@
 use crate::cli::DevArgs;
 use crate::exit::Failure;
 use clap::Args;
-use idmesh_node::{Node, NodeConfig, RaftTiming};
+use idmesh_node::{Node, NodeConfig, RaftTiming, TokenSettings};
 use idmesh_types::{InvalidField, NodeId, SiteName, TrustDomain};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -63,6 +63,24 @@ pub struct NodeArgs {
     /// How long a write may wait to commit before UNAVAILABLE [default: 10000].
     #[arg(long)]
     pub write_timeout_ms: Option<u64>,
+    /// Issuer URL of this site's tokens [default: https://<trust-domain>/sites/<site>].
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Token lifetime when a request names none [default: 600].
+    #[arg(long)]
+    pub token_default_ttl_secs: Option<u64>,
+    /// Longest token lifetime a request may ask for [default: 3600].
+    #[arg(long)]
+    pub token_max_ttl_secs: Option<u64>,
+    /// Longest a client assertion may live [default: 300].
+    #[arg(long)]
+    pub assertion_max_lifetime_secs: Option<u64>,
+    /// Clock leeway when checking assertions [default: 30].
+    #[arg(long)]
+    pub clock_leeway_secs: Option<u64>,
+    /// Delay between publishing a rotated signing key and signing with it [default: 300].
+    #[arg(long)]
+    pub key_activation_delay_secs: Option<u64>,
 }
 
 macro_rules! prefer_flags {
@@ -100,6 +118,12 @@ impl NodeArgs {
             logs_kept_after_snapshot,
             snapshot_timeout_ms,
             write_timeout_ms,
+            issuer,
+            token_default_ttl_secs,
+            token_max_ttl_secs,
+            assertion_max_lifetime_secs,
+            clock_leeway_secs,
+            key_activation_delay_secs,
         ))
     }
 
@@ -133,6 +157,17 @@ impl NodeArgs {
             snapshot_timeout_ms: a.snapshot_timeout_ms.unwrap_or(d.snapshot_timeout_ms),
             write_timeout_ms: a.write_timeout_ms.unwrap_or(d.write_timeout_ms),
         };
+        let t = TokenSettings::defaults_for(&trust_domain, &site);
+        let tokens = TokenSettings {
+            issuer: a.issuer.unwrap_or(t.issuer),
+            default_ttl_secs: a.token_default_ttl_secs.unwrap_or(t.default_ttl_secs),
+            max_ttl_secs: a.token_max_ttl_secs.unwrap_or(t.max_ttl_secs),
+            assertion_max_lifetime_secs: a
+                .assertion_max_lifetime_secs
+                .unwrap_or(t.assertion_max_lifetime_secs),
+            leeway_secs: a.clock_leeway_secs.unwrap_or(t.leeway_secs),
+            key_activation_delay_secs: a.key_activation_delay_secs.unwrap_or(t.key_activation_delay_secs),
+        };
         let config = NodeConfig {
             node_id,
             site,
@@ -142,6 +177,7 @@ impl NodeArgs {
             peer_listen: a.peer_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7701))),
             site_peers,
             raft,
+            tokens,
         };
         config.validate()?;
         Ok(config)
@@ -185,10 +221,13 @@ pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
 
 /// Runs a single-node site for trying idmesh out.
 pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
+    let site = SiteName::parse_field("site", "dev")?;
+    let trust_domain = TrustDomain::parse_field("trust_domain", &args.trust_domain)?;
     let config = NodeConfig {
         node_id: NodeId(1),
-        site: SiteName::parse_field("site", "dev")?,
-        trust_domain: TrustDomain::parse_field("trust_domain", &args.trust_domain)?,
+        tokens: TokenSettings::defaults_for(&trust_domain, &site),
+        site,
+        trust_domain,
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         peer_listen: args.peer_listen,

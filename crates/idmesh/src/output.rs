@@ -11,7 +11,10 @@ macro_rules! say {
 }
 
 use crate::cli::OutputFormat;
-use idmesh_proto::v1::{Agent, AgentResponse, AgentStatus, NodeRole, SiteStatus};
+use idmesh_proto::v1::{
+    Agent, AgentResponse, AgentStatus, IssueTokenResponse, ListSigningKeysResponse, NodeRole,
+    SigningKeyStatus, SiteStatus,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -219,4 +222,100 @@ pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str) {
     say!("  idmesh site status --server {server}");
     say!("(from a source checkout, `idmesh` is `cargo run --release -p idmesh --`)");
     say!("Stop with Ctrl-C; the data stays in the data dir.");
+}
+
+/// Prints a JSON document as it came, pretty if it parses.
+pub fn raw_json(text: &str) {
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => print_json(&value),
+        Err(_) => say!("{text}"),
+    }
+}
+
+/// Prints an issued token.
+pub fn issued_token(format: OutputFormat, token: &IssueTokenResponse) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "access_token": token.access_token,
+            "token_type": token.token_type,
+            "expires_in_secs": token.expires_in_secs,
+            "expires_at_unix_secs": token.expires_at_unix_secs,
+            "scope": token.scope,
+            "jti": token.jti,
+            "kid": token.kid,
+            "audit_seq": token.audit_seq,
+        })),
+        OutputFormat::Table => {
+            say!("{}", token.access_token);
+            say!(
+                "expires in {} s (at {}), scope {:?}, jti {}, kid {}",
+                token.expires_in_secs,
+                token.expires_at_unix_secs,
+                token.scope,
+                token.jti,
+                token.kid
+            );
+        }
+    }
+}
+
+/// Prints the claims of a token that verified.
+pub fn token_claims(format: OutputFormat, claims: &idmesh_token::AccessClaims) {
+    let value = serde_json::to_value(claims).unwrap_or(Value::Null);
+    match format {
+        OutputFormat::Json => print_json(&json!({ "valid": true, "claims": value })),
+        OutputFormat::Table => {
+            say!("valid token");
+            if let Value::Object(map) = value {
+                for (key, value) in map {
+                    say!("{key:<10} {value}");
+                }
+            }
+        }
+    }
+}
+
+fn key_status_name(status: i32) -> &'static str {
+    match SigningKeyStatus::try_from(status) {
+        Ok(SigningKeyStatus::Next) => "next",
+        Ok(SigningKeyStatus::Current) => "current",
+        Ok(SigningKeyStatus::Previous) => "previous",
+        Ok(SigningKeyStatus::Retired) => "retired",
+        _ => "unknown",
+    }
+}
+
+/// Prints the site's signing keys.
+pub fn signing_keys(format: OutputFormat, keys: &ListSigningKeysResponse) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "keys": keys.keys.iter().map(|k| json!({
+                "kid": k.kid,
+                "status": key_status_name(k.status),
+                "public_jwk": serde_json::from_str::<Value>(&k.public_jwk).unwrap_or(Value::Null),
+                "created_at_unix_ms": k.created_at_unix_ms,
+                "activates_at_unix_ms": k.activates_at_unix_ms,
+                "retires_at_unix_ms": if k.retires_at_unix_ms == 0 { Value::Null } else { json!(k.retires_at_unix_ms) },
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            let rows: Vec<[String; 4]> = keys
+                .keys
+                .iter()
+                .map(|k| {
+                    [
+                        k.kid.clone(),
+                        key_status_name(k.status).to_owned(),
+                        k.activates_at_unix_ms.to_string(),
+                        if k.retires_at_unix_ms == 0 {
+                            "-".to_owned()
+                        } else {
+                            k.retires_at_unix_ms.to_string()
+                        },
+                    ]
+                })
+                .collect();
+            table(["KID", "STATUS", "ACTIVATES_AT_MS", "RETIRES_AT_MS"], &rows);
+        }
+    }
 }

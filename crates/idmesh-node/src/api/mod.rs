@@ -2,6 +2,8 @@
 
 mod registry;
 mod site;
+mod tokens;
 
 pub use registry::RegistryApi;
 pub use site::SiteApi;
+pub use tokens::{KeysApi, TokensApi};

@@ -67,8 +67,11 @@ impl AgentRegistry for RegistryApi {
         let id = self.id(&request.agent)?;
         self.barrier(request.consistency).await?;
         let state = self.node.shared().read();
-        let agent =
-            state.registry.get(&id).ok_or_else(|| NodeError::NotFound { what: format!("agent {id}") })?;
+        let agent = state
+            .state
+            .registry
+            .get(&id)
+            .ok_or_else(|| NodeError::NotFound { what: format!("agent {id}") })?;
         let log_index = state.last_applied.as_ref().map_or(0, |l| l.index);
         Ok(Response::new(answer(agent, log_index)))
     }
@@ -82,7 +85,7 @@ impl AgentRegistry for RegistryApi {
             list_query_from_proto(&request, &self.node.config().trust_domain).map_err(NodeError::from)?;
         self.barrier(request.consistency).await?;
         let state = self.node.shared().read();
-        let page = state.registry.list(&query).map_err(NodeError::from)?;
+        let page = state.state.registry.list(&query).map_err(NodeError::from)?;
         Ok(Response::new(ListAgentsResponse {
             agents: page.agents.iter().map(agent_to_proto).collect(),
             next_page_token: page.next.as_ref().map(encode_page_token).unwrap_or_default(),

@@ -1,0 +1,125 @@
+//! `idmesh.v1.Tokens` and `idmesh.v1.SigningKeys`.
+
+use crate::keys::KeyView;
+use crate::tokens::TokenRequest;
+use crate::{Node, NodeError};
+use idmesh_proto::v1::signing_keys_server::SigningKeys;
+use idmesh_proto::v1::tokens_server::Tokens;
+use idmesh_proto::v1::{
+    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, ListSigningKeysRequest,
+    ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus,
+};
+use idmesh_state::KeyStatus;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// Token issuance of one node.
+#[derive(Debug, Clone)]
+pub struct TokensApi {
+    node: Node,
+}
+
+impl TokensApi {
+    /// The token service of `node`.
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Tokens for TokensApi {
+    async fn issue_token(
+        &self,
+        request: Request<IssueTokenRequest>,
+    ) -> Result<Response<IssueTokenResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self
+            .node
+            .issue_token(TokenRequest {
+                client_assertion: r.client_assertion,
+                client_assertion_type: r.client_assertion_type,
+                scopes: r.scopes,
+                audiences: r.audiences,
+                ttl_secs: u64::from(r.ttl_secs),
+            })
+            .await?;
+        Ok(Response::new(IssueTokenResponse {
+            access_token: issued.access_token,
+            token_type: "Bearer".into(),
+            expires_in_secs: u32::try_from(issued.ttl_secs).unwrap_or(u32::MAX),
+            scope: issued.claims.scope.clone(),
+            jti: issued.claims.jti.clone(),
+            kid: issued.kid,
+            expires_at_unix_secs: issued.claims.exp,
+            audit_seq: issued.audit_seq,
+        }))
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse {
+            jwks: self.node.jwks().to_json(),
+            issuer: self.node.config().tokens.issuer.clone(),
+        }))
+    }
+}
+
+/// Signing-key administration of one node.
+#[derive(Debug, Clone)]
+pub struct KeysApi {
+    node: Node,
+}
+
+impl KeysApi {
+    /// The key service of `node`.
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    fn list(&self) -> ListSigningKeysResponse {
+        ListSigningKeysResponse { keys: self.node.signing_keys().iter().map(key_to_proto).collect() }
+    }
+}
+
+fn key_to_proto(key: &KeyView) -> SigningKey {
+    let status = match key.status {
+        KeyStatus::Next => SigningKeyStatus::Next,
+        KeyStatus::Current => SigningKeyStatus::Current,
+        KeyStatus::Previous => SigningKeyStatus::Previous,
+        KeyStatus::Retired => SigningKeyStatus::Retired,
+    };
+    SigningKey {
+        kid: key.kid.clone(),
+        public_jwk: key.public_jwk.clone(),
+        status: status as i32,
+        created_at_unix_ms: key.created_at.0,
+        activates_at_unix_ms: key.activates_at.0,
+        retires_at_unix_ms: key.retires_at.map_or(0, |r| r.0),
+    }
+}
+
+#[tonic::async_trait]
+impl SigningKeys for KeysApi {
+    async fn list_signing_keys(
+        &self,
+        _request: Request<ListSigningKeysRequest>,
+    ) -> Result<Response<ListSigningKeysResponse>, Status> {
+        Ok(Response::new(self.list()))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<RotateSigningKeyRequest>,
+    ) -> Result<Response<ListSigningKeysResponse>, Status> {
+        let delay = request.into_inner().activate_after_secs.map(|s| Duration::from_secs(u64::from(s)));
+        if delay.is_some_and(|d| d.as_secs() > 7 * 86_400) {
+            return Err(NodeError::Invalid(idmesh_types::InvalidField::new(
+                "activate_after_secs",
+                "must be at most 604800 (a week)",
+            ))
+            .into());
+        }
+        let kid = self.node.rotate_signing_key(delay).await?;
+        tracing::info!(kid = %kid, "signing key rotated");
+        Ok(Response::new(self.list()))
+    }
+}

@@ -1,0 +1,111 @@
+//! The site's signing keys, seen from a node: the first key is created by whichever node leads
+//! once the site forms; rotations are admin requests. Secrets are drawn here (the edge) and
+//! travel to the other members inside the Raft log.
+
+use crate::{Node, NodeError, clock};
+use idmesh_state::{Applied, Command, KeySecret, KeyStatus, NewSigningKey, Op, SiteKey};
+use idmesh_types::UnixMillis;
+use std::time::Duration;
+
+/// How often a node checks whether, as leader, it must create the site's first key.
+const FIRST_KEY_CHECK: Duration = Duration::from_millis(250);
+
+/// A signing key as shown to operators: public part and timeline only.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    /// Thumbprint.
+    pub kid: String,
+    /// The public JWK (JSON).
+    pub public_jwk: String,
+    /// Status now.
+    pub status: KeyStatus,
+    /// When it was created.
+    pub created_at: UnixMillis,
+    /// When it signs from.
+    pub activates_at: UnixMillis,
+    /// When it stops verifying, once a newer key exists.
+    pub retires_at: Option<UnixMillis>,
+}
+
+fn fresh_secret() -> Result<KeySecret, NodeError> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;
+    Ok(KeySecret::from_bytes(bytes))
+}
+
+impl Node {
+    /// The site's keys now, newest activation last.
+    pub fn signing_keys(&self) -> Vec<KeyView> {
+        let now = clock::now();
+        let state = self.shared().read();
+        let keys = &state.state.keys;
+        keys.all()
+            .iter()
+            .map(|k: &SiteKey| KeyView {
+                kid: k.kid.clone(),
+                public_jwk: k.public.to_json(),
+                status: keys.status_at(k, now),
+                created_at: k.created_at,
+                activates_at: k.activates_at,
+                retires_at: k.retires_at,
+            })
+            .collect()
+    }
+
+    /// Publishes a new signing key that signs after `activate_after` (default: the node's
+    /// setting); the keys in use retire once every token they may sign has expired.
+    pub async fn rotate_signing_key(&self, activate_after: Option<Duration>) -> Result<String, NodeError> {
+        let settings = &self.config().tokens;
+        let delay = activate_after.unwrap_or(Duration::from_secs(settings.key_activation_delay_secs));
+        let at = clock::now();
+        let activates_at = UnixMillis(at.0 + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let lifetime_ms = (settings.max_ttl_secs + settings.leeway_secs) * 1000;
+        let key = NewSigningKey {
+            secret: fresh_secret()?,
+            activates_at,
+            retire_previous_at: UnixMillis(activates_at.0 + lifetime_ms),
+            first: false,
+        };
+        match self.write_command(Command { at, op: Op::AddSigningKey(key) }).await? {
+            (Applied::SigningKey { kid, .. }, _) => Ok(kid),
+            (other, _) => Err(NodeError::Storage { detail: format!("a key rotation applied as {other:?}") }),
+        }
+    }
+
+    /// Runs until the site has a signing key: whenever this node leads a site without one, it
+    /// proposes the first key. If two leaders race, the log keeps the first and refuses the rest.
+    pub(crate) async fn create_first_key_when_leading(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            if !self.shared().read().state.keys.is_empty() {
+                return;
+            }
+            if self.raft().is_leader() {
+                match self.propose_first_key().await {
+                    Ok(kid) => {
+                        tracing::info!(kid = %kid, "created the site's first signing key");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not create the site's first signing key yet"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(FIRST_KEY_CHECK) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+
+    async fn propose_first_key(&self) -> Result<String, NodeError> {
+        let at = clock::now();
+        let key =
+            NewSigningKey { secret: fresh_secret()?, activates_at: at, retire_previous_at: at, first: true };
+        match self.write_command(Command { at, op: Op::AddSigningKey(key) }).await? {
+            (Applied::SigningKey { kid, .. }, _) => Ok(kid),
+            (other, _) => Err(NodeError::Storage { detail: format!("first key applied as {other:?}") }),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Token issuance: decided from this node's applied state alone (no Raft round trip, so it
+//! works while the node is cut off), recorded in the audit log before the answer leaves.
+
+use crate::{Node, NodeError, clock};
+use idmesh_audit::{Event, IssuedToken as IssuedEvent, RefusedToken};
+use idmesh_state::AgentStatus;
+use idmesh_token::access::{self, AccessClaims, Audience, IdmeshClaims};
+use idmesh_token::assertion::{self, AssertionRules};
+use idmesh_token::{Jwks, TokenError};
+use idmesh_types::{InvalidField, UnixMillis};
+
+/// The only client assertion type accepted (RFC 7523).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Most scopes in one request.
+pub const SCOPES_MAX_COUNT: usize = 32;
+/// Longest scope.
+pub const SCOPE_MAX_BYTES: usize = 128;
+/// Most audiences in one request.
+pub const AUDIENCES_MAX_COUNT: usize = 8;
+/// Longest audience.
+pub const AUDIENCE_MAX_BYTES: usize = 256;
+
+/// What an agent asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// The RFC 7523 client assertion.
+    pub client_assertion: String,
+    /// Its type (empty or [`JWT_BEARER`]).
+    pub client_assertion_type: String,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Requested audiences.
+    pub audiences: Vec<String>,
+    /// Requested lifetime; 0 for the default.
+    pub ttl_secs: u64,
+}
+
+/// A token as issued.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub access_token: String,
+    /// Its claims.
+    pub claims: AccessClaims,
+    /// The key that signed it.
+    pub kid: String,
+    /// Its lifetime.
+    pub ttl_secs: u64,
+    /// Position of its record in this node's audit log.
+    pub audit_seq: u64,
+}
+
+/// A token minted and ready to be recorded.
+struct Decision {
+    claims: AccessClaims,
+    kid: String,
+    access_token: String,
+    assertion_jti: String,
+    assertion_exp: u64,
+    ttl_secs: u64,
+}
+
+/// A refused request, with what the audit record says about it.
+struct Refusal {
+    error: NodeError,
+    agent: Option<String>,
+    assertion: Option<(String, u64)>,
+}
+
+impl Refusal {
+    fn before_assertion(error: NodeError) -> Self {
+        Refusal { error, agent: None, assertion: None }
+    }
+}
+
+impl Node {
+    /// Issues a token for `request`, or refuses it; either way the outcome is in the audit log,
+    /// durably, before this returns. If the record cannot be written nothing is issued.
+    pub async fn issue_token(&self, request: TokenRequest) -> Result<IssuedToken, NodeError> {
+        let now = clock::now();
+        match self.decide(&request, now) {
+            Ok(Decision { claims, kid, access_token, assertion_jti, assertion_exp, ttl_secs }) => {
+                let event = Event::TokenIssued(IssuedEvent {
+                    agent: claims.client_id.clone(),
+                    jti: claims.jti.clone(),
+                    kid: kid.clone(),
+                    scopes: claims.scopes().map(str::to_owned).collect(),
+                    audiences: claims.aud.to_vec(),
+                    issued_at: claims.iat,
+                    expires_at: claims.exp,
+                    assertion_jti,
+                    assertion_exp,
+                });
+                let record = self.audit().append(event).await.map_err(|e| {
+                    tracing::error!(error = %e, "audit append failed; token not issued");
+                    NodeError::AuditUnavailable { detail: e.to_string() }
+                })?;
+                tracing::debug!(agent = %claims.client_id, jti = %claims.jti, kid = %kid, "token issued");
+                Ok(IssuedToken { access_token, claims, kid, ttl_secs, audit_seq: record.seq })
+            }
+            Err(refusal) => {
+                let event = Event::TokenRefused(RefusedToken {
+                    agent: refusal.agent.clone(),
+                    code: format!("{:?}", refusal.error.code()),
+                    reason: refusal.error.to_string(),
+                    assertion: refusal.assertion.clone(),
+                });
+                if let Err(e) = self.audit().append(event).await {
+                    tracing::error!(error = %e, "audit append failed for a refusal");
+                    return Err(NodeError::AuditUnavailable { detail: e.to_string() });
+                }
+                tracing::debug!(agent = ?refusal.agent, error = %refusal.error, "token refused");
+                Err(refusal.error)
+            }
+        }
+    }
+
+    /// The whole decision, from local state only.
+    fn decide(&self, request: &TokenRequest, now: UnixMillis) -> Result<Decision, Refusal> {
+        let settings = &self.config().tokens;
+        let (scopes, audiences, ttl_secs) =
+            check_request(request, settings.default_ttl_secs, settings.max_ttl_secs)
+                .map_err(|e| Refusal::before_assertion(e.into()))?;
+        let accepted_audiences = [settings.issuer.clone(), format!("{}/token", settings.issuer)];
+        let rules = AssertionRules {
+            audiences: &accepted_audiences,
+            max_lifetime_secs: settings.assertion_max_lifetime_secs,
+            leeway_secs: settings.leeway_secs,
+        };
+        let state = self.shared().read();
+        let registry = &state.state.registry;
+        let verified = assertion::verify(&request.client_assertion, &rules, now, |id| {
+            registry.get(id).map(|agent| agent.credentials.clone())
+        })
+        .map_err(|e| Refusal::before_assertion(unauthenticated(e)))?;
+        let agent_name = verified.agent.to_string();
+        let spent = Some((verified.jti.clone(), verified.exp));
+        let refuse = |error: NodeError, assertion: Option<(String, u64)>| Refusal {
+            error,
+            agent: Some(agent_name.clone()),
+            assertion,
+        };
+        // The jti is spent as soon as the assertion verified, whatever happens next.
+        self.remember_assertion(&agent_name, &verified.jti, verified.exp, now)
+            .map_err(|e| refuse(e, None))?;
+        let agent = registry.get(&verified.agent).ok_or_else(|| {
+            refuse(
+                NodeError::Unauthenticated { reason: format!("unknown agent {agent_name}") },
+                spent.clone(),
+            )
+        })?;
+        if agent.status != AgentStatus::Active {
+            let why = agent
+                .status_reason
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return Err(refuse(
+                NodeError::PermissionDenied {
+                    reason: format!("agent {agent_name} is {}{why}", agent.status),
+                },
+                spent,
+            ));
+        }
+        let key = state.state.keys.signing_key_at(now).ok_or_else(|| {
+            refuse(NodeError::NoSigningKey { site: self.config().site.to_string() }, spent.clone())
+        })?;
+        let jti = random_id().map_err(|e| refuse(e, spent.clone()))?;
+        let now_secs = now.as_secs();
+        let claims = AccessClaims {
+            iss: settings.issuer.clone(),
+            sub: agent_name.clone(),
+            client_id: agent_name.clone(),
+            aud: if audiences.len() == 1 {
+                Audience::One(audiences[0].clone())
+            } else {
+                Audience::Many(audiences)
+            },
+            scope: scopes.join(" "),
+            iat: now_secs,
+            nbf: now_secs,
+            exp: now_secs + ttl_secs,
+            jti,
+            idmesh: IdmeshClaims { site: self.config().site.to_string(), node: self.config().node_id.0 },
+        };
+        let token = access::mint(&key.secret.signing_key(), &key.kid, &claims)
+            .map_err(|e| refuse(NodeError::Storage { detail: e.to_string() }, spent.clone()))?;
+        Ok(Decision {
+            claims,
+            kid: key.kid.clone(),
+            access_token: token,
+            assertion_jti: verified.jti,
+            assertion_exp: verified.exp,
+            ttl_secs,
+        })
+    }
+
+    fn remember_assertion(&self, agent: &str, jti: &str, exp: u64, now: UnixMillis) -> Result<(), NodeError> {
+        let forget_after = exp + self.config().tokens.leeway_secs;
+        let mut replay = self.replay().lock().unwrap_or_else(|p| p.into_inner());
+        replay.check_and_remember(agent, jti, forget_after, now.as_secs()).map_err(|e| match e {
+            TokenError::ReplayMemoryFull(_) => NodeError::Busy { detail: e.to_string() },
+            other => unauthenticated(other),
+        })
+    }
+
+    /// The JWKS of this site at the current time: every signing key not retired.
+    pub fn jwks(&self) -> Jwks {
+        let now = clock::now();
+        let state = self.shared().read();
+        Jwks::new(state.state.keys.published_at(now).map(|k| k.public.clone()))
+    }
+}
+
+fn unauthenticated(error: TokenError) -> NodeError {
+    NodeError::Unauthenticated { reason: format!("client assertion refused: {error}") }
+}
+
+/// Checks the request's limits; returns the scopes (deduplicated, in order), audiences and TTL.
+fn check_request(
+    request: &TokenRequest,
+    default_ttl_secs: u64,
+    max_ttl_secs: u64,
+) -> Result<(Vec<String>, Vec<String>, u64), InvalidField> {
+    if !request.client_assertion_type.is_empty() && request.client_assertion_type != JWT_BEARER {
+        return Err(InvalidField::new("client_assertion_type", format!("must be {JWT_BEARER}")));
+    }
+    if request.client_assertion.is_empty() {
+        return Err(InvalidField::new("client_assertion", "is required"));
+    }
+    if request.scopes.len() > SCOPES_MAX_COUNT {
+        return Err(InvalidField::new(
+            "scopes",
+            format!("at most {SCOPES_MAX_COUNT} (got {})", request.scopes.len()),
+        ));
+    }
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in &request.scopes {
+        let ok = !scope.is_empty()
+            && scope.len() <= SCOPE_MAX_BYTES
+            && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+        if !ok {
+            return Err(InvalidField::new(
+                "scopes",
+                format!(
+                    "each must be 1 to {SCOPE_MAX_BYTES} printable ASCII characters without spaces, '\"' or '\\' (got {scope:?})"
+                ),
+            ));
+        }
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    if request.audiences.is_empty() || request.audiences.len() > AUDIENCES_MAX_COUNT {
+        return Err(InvalidField::new(
+            "audiences",
+            format!(
+                "1 to {AUDIENCES_MAX_COUNT} are required: who the token is for (got {})",
+                request.audiences.len()
+            ),
+        ));
+    }
+    for audience in &request.audiences {
+        if audience.is_empty()
+            || audience.len() > AUDIENCE_MAX_BYTES
+            || audience.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(InvalidField::new(
+                "audiences",
+                format!(
+                    "each must be 1 to {AUDIENCE_MAX_BYTES} characters without spaces (got {audience:?})"
+                ),
+            ));
+        }
+    }
+    let ttl_secs = if request.ttl_secs == 0 { default_ttl_secs } else { request.ttl_secs };
+    if ttl_secs > max_ttl_secs {
+        return Err(InvalidField::new("ttl_secs", format!("at most {max_ttl_secs} (got {ttl_secs})")));
+    }
+    Ok((scopes, request.audiences.clone(), ttl_secs))
+}
+
+/// 128 random bits, base64url: a token id no other node or site will draw.
+fn random_id() -> Result<String, NodeError> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}

@@ -1,0 +1,97 @@
+//! The whole replicated state of a site: its agents and its signing keys.
+
+use crate::command::NewSigningKey;
+use crate::keys::{SITE_KEYS_MAX_COUNT, SiteKey, SiteKeys};
+use crate::{Agent, Command, Op, Registry, StateError};
+use idmesh_types::{InvalidField, TrustDomain, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// The agent as it is afterwards.
+    Agent(Agent),
+    /// A signing key was added.
+    SigningKey {
+        /// Its thumbprint.
+        kid: String,
+        /// When it starts signing.
+        activates_at: UnixMillis,
+    },
+}
+
+/// A site's replicated state. Cloning is cheap (the registry shares structure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteState {
+    /// The agents.
+    pub registry: Registry,
+    /// The signing keys.
+    pub keys: SiteKeys,
+}
+
+impl SiteState {
+    /// An empty site of `trust_domain`.
+    pub fn new(trust_domain: TrustDomain) -> Self {
+        Self { registry: Registry::new(trust_domain), keys: SiteKeys::default() }
+    }
+
+    /// Applies `command`; deterministic; on error nothing changed.
+    pub fn apply(&mut self, command: &Command) -> Result<Applied, StateError> {
+        match &command.op {
+            Op::AddSigningKey(new) => {
+                let (keys, applied) = self.add_key(command, new)?;
+                self.keys = keys;
+                Ok(applied)
+            }
+            _ => self.registry.apply(command).map(Applied::Agent),
+        }
+    }
+
+    /// What [`SiteState::apply`] would produce now, changing nothing.
+    pub fn evaluate(&self, command: &Command) -> Result<Applied, StateError> {
+        match &command.op {
+            Op::AddSigningKey(new) => self.add_key(command, new).map(|(_, applied)| applied),
+            _ => self.registry.evaluate(command).map(Applied::Agent),
+        }
+    }
+
+    fn add_key(&self, command: &Command, new: &NewSigningKey) -> Result<(SiteKeys, Applied), StateError> {
+        command.validate(self.registry.trust_domain())?;
+        let at = command.at;
+        let refuse = |rule: String| StateError::FailedPrecondition { what: "site signing keys".into(), rule };
+        if new.first && !self.keys.is_empty() {
+            return Err(refuse("the site already has a signing key; rotate it instead".into()));
+        }
+        if !new.first && self.keys.is_empty() {
+            return Err(refuse("the site has no signing key yet to rotate".into()));
+        }
+        if let Some(pending) = self.keys.all().iter().find(|k| k.activates_at > at) {
+            return Err(refuse(format!(
+                "key {} is already published and activates at {}; rotate again after that",
+                pending.kid, pending.activates_at
+            )));
+        }
+        let public = new.secret.public();
+        let kid = public.thumbprint();
+        if self.keys.all().iter().any(|k| k.kid == kid) {
+            return Err(StateError::AlreadyExists { what: format!("signing key {kid}") });
+        }
+        let key = SiteKey {
+            kid: kid.clone(),
+            public,
+            secret: new.secret.clone(),
+            created_at: at,
+            activates_at: new.activates_at,
+            retires_at: None,
+        };
+        let keys = self.keys.with_added(key, new.retire_previous_at, at);
+        if keys.all().len() > SITE_KEYS_MAX_COUNT {
+            return Err(InvalidField::new(
+                "signing_keys",
+                format!("a site holds at most {SITE_KEYS_MAX_COUNT} keys not yet retired; wait for old ones to retire"),
+            )
+            .into());
+        }
+        Ok((keys, Applied::SigningKey { kid, activates_at: new.activates_at }))
+    }
+}

@@ -1,0 +1,117 @@
+//! `idmesh token …` and `idmesh keys …`.
+
+use crate::cli::{ClientArgs, KeysCommand, OutputFormat, TokenCommand};
+use crate::client::connect;
+use crate::exit::Failure;
+use crate::{keyfile, output};
+use idmesh_proto::v1::signing_keys_client::SigningKeysClient;
+use idmesh_proto::v1::site_client::SiteClient;
+use idmesh_proto::v1::tokens_client::TokensClient;
+use idmesh_proto::v1::{
+    GetJwksRequest, GetSiteStatusRequest, IssueTokenRequest, ListSigningKeysRequest, RotateSigningKeyRequest,
+};
+use idmesh_state::PublicJwk;
+use idmesh_token::access::{self, VerifyRules};
+use idmesh_token::{Jwks, jws};
+use idmesh_types::{AgentId, AgentName, TrustDomain, UnixMillis};
+use serde_json::json;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Lifetime of the client assertions the CLI signs.
+const ASSERTION_LIFETIME_SECS: u64 = 60;
+
+fn now() -> UnixMillis {
+    UnixMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Failure> {
+    match command {
+        TokenCommand::Verify { jwks, token, audience, issuers, leeway_secs } => {
+            verify(client.output, &jwks, &token, audience, issuers, leeway_secs)
+        }
+        TokenCommand::Jwks => {
+            let mut api = TokensClient::new(connect(&client.server).await?);
+            let reply = api.get_jwks(GetJwksRequest {}).await?.into_inner();
+            output::raw_json(&reply.jwks);
+            Ok(())
+        }
+        TokenCommand::Issue { agent, key, scopes, audiences, ttl_secs } => {
+            let key = keyfile::read(&key)?;
+            let channel = connect(&client.server).await?;
+            let issuer =
+                TokensClient::new(channel.clone()).get_jwks(GetJwksRequest {}).await?.into_inner().issuer;
+            let agent = if agent.starts_with("spiffe://") {
+                AgentId::parse_field("--agent", &agent)?
+            } else {
+                let status =
+                    SiteClient::new(channel.clone()).get_site_status(GetSiteStatusRequest {}).await?;
+                let domain = TrustDomain::parse_field("trust_domain", &status.into_inner().trust_domain)?;
+                AgentId::new(domain, AgentName::parse_field("--agent", &agent)?)
+            };
+            let assertion = sign_assertion(&key, &agent, &format!("{issuer}/token"))?;
+            let request = IssueTokenRequest {
+                client_assertion: assertion,
+                client_assertion_type: "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                scopes,
+                audiences,
+                ttl_secs: ttl_secs.unwrap_or(0),
+            };
+            let reply = TokensClient::new(channel).issue_token(request).await?.into_inner();
+            output::issued_token(client.output, &reply);
+            Ok(())
+        }
+    }
+}
+
+/// An RFC 7523 client assertion for `agent`, signed with `key`.
+fn sign_assertion(
+    key: &ed25519_dalek::SigningKey,
+    agent: &AgentId,
+    audience: &str,
+) -> Result<String, Failure> {
+    let mut nonce = [0u8; 16];
+    getrandom::getrandom(&mut nonce).map_err(|e| Failure::server(format!("no randomness available: {e}")))?;
+    let now = now().as_secs();
+    let claims = json!({
+        "iss": agent.to_string(),
+        "sub": agent.to_string(),
+        "aud": audience,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME_SECS,
+        "jti": nonce.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    });
+    let kid = PublicJwk::of_signing_key(key).thumbprint();
+    jws::sign(key, "JWT", &kid, &claims).map_err(|e| Failure::server(e.to_string()))
+}
+
+fn verify(
+    format: OutputFormat,
+    jwks_path: &Path,
+    token: &str,
+    audience: Option<String>,
+    issuers: Vec<String>,
+    leeway_secs: u64,
+) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(jwks_path)
+        .map_err(|e| Failure::usage(format!("cannot read JWKS file {}: {e}", jwks_path.display())))?;
+    let jwks =
+        Jwks::parse(&text).map_err(|e| Failure::usage(format!("JWKS file {}: {e}", jwks_path.display())))?;
+    let rules = VerifyRules { issuers, audience, leeway_secs };
+    let claims = access::verify(token, &jwks, &rules, now())
+        .map_err(|e| Failure::server(format!("token is not valid: {e}")))?;
+    output::token_claims(format, &claims);
+    Ok(())
+}
+
+pub async fn keys(client: ClientArgs, command: KeysCommand) -> Result<(), Failure> {
+    let mut api = SigningKeysClient::new(connect(&client.server).await?);
+    let keys = match command {
+        KeysCommand::List => api.list_signing_keys(ListSigningKeysRequest {}).await?.into_inner(),
+        KeysCommand::Rotate { activate_after_secs } => {
+            api.rotate_signing_key(RotateSigningKeyRequest { activate_after_secs }).await?.into_inner()
+        }
+    };
+    output::signing_keys(client.output, &keys);
+    Ok(())
+}
