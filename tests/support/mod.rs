@@ -6,8 +6,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
+use idmesh_proto::v1::signing_keys_client::SigningKeysClient;
 use idmesh_proto::v1::site_client::SiteClient;
-use idmesh_proto::v1::{GetSiteStatusRequest, NodeRole, SiteStatus};
+use idmesh_proto::v1::{GetSiteStatusRequest, ListSigningKeysRequest, NodeRole, SiteStatus};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -181,8 +182,31 @@ impl Site {
     }
 
     /// Waits until every running node names the same leader, which is itself running and
-    /// leading, and returns it.
+    /// leading, and the site has a signing key (the leader creates the first one right after
+    /// the site forms); returns the leader.
     pub async fn wait_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let leader = self.wait_agreed_leader(within).await;
+            if self.has_signing_key(leader).await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "site has no signing key within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn has_signing_key(&self, node: u64) -> bool {
+        let Ok(channel) =
+            Channel::from_shared(format!("http://{}", self.nodes[&node].public)).unwrap().connect().await
+        else {
+            return false;
+        };
+        let keys = SigningKeysClient::new(channel).list_signing_keys(ListSigningKeysRequest {}).await;
+        keys.is_ok_and(|k| !k.into_inner().keys.is_empty())
+    }
+
+    async fn wait_agreed_leader(&self, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
             let mut leaders = Vec::new();
@@ -304,4 +328,34 @@ pub fn jwk(seed: u8) -> String {
     let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
     let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
     format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#)
+}
+
+/// An agent's key pair for token tests (deterministic from `seed`).
+pub fn agent_key(seed: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+}
+
+/// The public JWK of `key`.
+pub fn public_jwk(key: &ed25519_dalek::SigningKey) -> String {
+    idmesh_state::PublicJwk::of_signing_key(key).to_json()
+}
+
+/// Seconds since the epoch now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A client assertion for `agent` (a name in this trust domain), signed with `key`.
+pub fn assertion(key: &ed25519_dalek::SigningKey, agent: &str, audience: &str, jti: &str) -> String {
+    let id = format!("spiffe://{TRUST_DOMAIN}/agents/{agent}");
+    let now = now_secs();
+    let claims =
+        serde_json::json!({"iss": id, "sub": id, "aud": audience, "iat": now, "exp": now + 60, "jti": jti});
+    let kid = idmesh_state::PublicJwk::of_signing_key(key).thumbprint();
+    idmesh_token::jws::sign(key, "JWT", &kid, &claims).unwrap()
+}
+
+/// The issuer every node of the test site uses.
+pub fn issuer() -> String {
+    format!("https://{TRUST_DOMAIN}/sites/{SITE}")
 }

@@ -87,13 +87,20 @@ impl Node {
     /// first boot.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, StartError> {
         config.validate()?;
-        let raft_config = Arc::new(config.openraft_config()?);
-        let data_dir = config.data_dir.clone();
-        let data_err = move |detail: String| StartError::DataDir { path: data_dir.clone(), detail };
+        let data_err = |detail: String| StartError::DataDir { path: config.data_dir.clone(), detail };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| data_err(e.to_string()))?;
         let store = SledStore::open(config.data_dir.join("store"), SledOptions::default())
             .map_err(|e| data_err(e.to_string()))?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        Self::start_on(config, Arc::new(store)).await
+    }
+
+    /// [`Node::start`] over a store the caller opened (`data_dir` is then only a name in
+    /// messages). Tests use it to run a node on a `MemStore` or a store that fails on purpose.
+    pub async fn start_on(config: NodeConfig, store: Arc<dyn Store>) -> Result<RunningNode, StartError> {
+        config.validate()?;
+        let raft_config = Arc::new(config.openraft_config()?);
+        let data_dir = config.data_dir.clone();
+        let data_err = move |detail: String| StartError::DataDir { path: data_dir.clone(), detail };
         identity::check_or_record(store.as_ref(), &config).map_err(&data_err)?;
         let (log, sm) = idmesh_raft::open(store.clone(), config.trust_domain.clone())
             .map_err(|e| data_err(e.to_string()))?;
