@@ -67,6 +67,7 @@ struct Inner {
     store: Arc<dyn Store>,
     audit: AuditLog,
     replay: std::sync::Mutex<ReplayCache>,
+    key_cache: crate::tokens::KeyCache,
 }
 
 /// A started node: its listeners' real addresses and how to stop it.
@@ -127,6 +128,7 @@ impl Node {
             store,
             audit,
             replay: std::sync::Mutex::new(replay),
+            key_cache: crate::tokens::KeyCache::default(),
         }));
         let started = idmesh_audit::Event::NodeStarted { version: env!("CARGO_PKG_VERSION").to_owned() };
         node.audit()
@@ -168,6 +170,11 @@ impl Node {
     /// The memory of spent client assertions.
     pub(crate) fn replay(&self) -> &std::sync::Mutex<ReplayCache> {
         &self.0.replay
+    }
+
+    /// Keys ready to sign and verify with.
+    pub(crate) fn key_cache(&self) -> &crate::tokens::KeyCache {
+        &self.0.key_cache
     }
 
     /// The peer channel cache.

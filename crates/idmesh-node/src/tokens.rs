@@ -5,7 +5,7 @@ use crate::{Node, NodeError, clock};
 use idmesh_audit::{Event, IssuedToken as IssuedEvent, RefusedToken};
 use idmesh_state::AgentStatus;
 use idmesh_token::access::{self, AccessClaims, Audience, IdmeshClaims};
-use idmesh_token::assertion::{self, AssertionRules};
+use idmesh_token::assertion::{self, AgentKey, AssertionRules};
 use idmesh_token::{Jwks, TokenError};
 use idmesh_types::{InvalidField, UnixMillis};
 
@@ -130,7 +130,7 @@ impl Node {
         let state = self.shared().read();
         let registry = &state.state.registry;
         let verified = assertion::verify(&request.client_assertion, &rules, now, |id| {
-            registry.get(id).map(|agent| agent.credentials.clone())
+            registry.get(id).map(|agent| self.key_cache().agent_keys(&agent.credentials))
         })
         .map_err(|e| Refusal::before_assertion(unauthenticated(e)))?;
         let agent_name = verified.agent.to_string();
@@ -184,7 +184,8 @@ impl Node {
             jti,
             idmesh: IdmeshClaims { site: self.config().site.to_string(), node: self.config().node_id.0 },
         };
-        let token = access::mint(&key.secret.signing_key(), &key.kid, &claims)
+        let signing_key = self.key_cache().signing_key(key);
+        let token = access::mint(&signing_key, &key.kid, &claims)
             .map_err(|e| refuse(NodeError::Storage { detail: e.to_string() }, spent.clone()))?;
         Ok(Decision {
             claims,
@@ -288,4 +289,49 @@ fn random_id() -> Result<String, NodeError> {
         .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;
     use base64::Engine as _;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Keys ready to use, by `kid`. A `kid` is the thumbprint of the key bytes, so an entry never
+/// goes stale; the cache only saves the point decompression (agent keys) and the key expansion
+/// (site keys) that would otherwise be paid on every request.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    inner: std::sync::Mutex<KeyCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCacheInner {
+    agent_keys: std::collections::HashMap<String, ed25519_dalek::VerifyingKey>,
+    site_keys: std::collections::HashMap<String, ed25519_dalek::SigningKey>,
+}
+
+/// Most keys of each kind kept; the cache starts over when full.
+const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
+
+impl KeyCache {
+    fn agent_keys(&self, credentials: &[idmesh_state::Credential]) -> Vec<AgentKey> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        credentials
+            .iter()
+            .filter_map(|c| {
+                if let Some(key) = inner.agent_keys.get(&c.kid) {
+                    return Some(AgentKey { kid: c.kid.clone(), key: *key });
+                }
+                let fresh = AgentKey::of(c)?;
+                if inner.agent_keys.len() >= KEY_CACHE_MAX_ENTRIES {
+                    inner.agent_keys.clear();
+                }
+                inner.agent_keys.insert(c.kid.clone(), fresh.key);
+                Some(fresh)
+            })
+            .collect()
+    }
+
+    fn signing_key(&self, key: &idmesh_state::SiteKey) -> ed25519_dalek::SigningKey {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.site_keys.len() >= KEY_CACHE_MAX_ENTRIES {
+            inner.site_keys.clear();
+        }
+        inner.site_keys.entry(key.kid.clone()).or_insert_with(|| key.secret.signing_key()).clone()
+    }
 }

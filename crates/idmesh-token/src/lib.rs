@@ -20,7 +20,7 @@ pub mod jws;
 pub mod replay;
 
 pub use access::{AccessClaims, Audience, IdmeshClaims, VerifyRules};
-pub use assertion::{AssertionRules, VerifiedAssertion};
+pub use assertion::{AgentKey, AssertionRules, VerifiedAssertion};
 pub use error::TokenError;
 pub use jwks::Jwks;
 

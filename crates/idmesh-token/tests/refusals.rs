@@ -233,10 +233,10 @@ fn check(token: &str) -> Result<idmesh_token::VerifiedAssertion, TokenError> {
     let rules = AssertionRules { audiences: &audiences, max_lifetime_secs: 300, leeway_secs: 30 };
     assertion::verify(token, &rules, now(), |id| {
         (id == &agent()).then(|| {
-            vec![
-                Credential::new(jwk(&agent_key()), UnixMillis(0)),
-                Credential::new(jwk(&key(2)), UnixMillis(0)),
-            ]
+            [Credential::new(jwk(&agent_key()), UnixMillis(0)), Credential::new(jwk(&key(2)), UnixMillis(0))]
+                .iter()
+                .filter_map(idmesh_token::AgentKey::of)
+                .collect()
         })
     })
 }
