@@ -109,6 +109,11 @@ impl PublicJwk {
         Ok(Self { x: URL_SAFE_NO_PAD.encode(bytes) })
     }
 
+    /// A key from its stored `x` (checked for form, as when read back from the log).
+    pub fn from_stored_x(x: &str) -> Option<Self> {
+        PublicJwk::try_from(StoredJwk { x: x.to_owned() }).ok()
+    }
+
     /// The public key of `key`. Infallible: a public key derived from a secret key is always a
     /// valid point of the prime-order subgroup, never a weak one.
     pub fn of_signing_key(key: &ed25519_dalek::SigningKey) -> Self {

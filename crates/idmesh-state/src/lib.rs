@@ -11,6 +11,7 @@
 
 mod agent;
 mod command;
+pub mod crdt;
 mod credential;
 mod error;
 pub mod keys;

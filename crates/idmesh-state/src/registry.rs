@@ -44,6 +44,12 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Puts `agent` as the CRDT documents materialize it (changes from other sites). Unlike
+    /// [`Registry::apply`] this checks nothing: the documents are the authority.
+    pub fn put_materialized(&mut self, agent: Agent) {
+        self.agents.insert(agent.id.clone(), Arc::new(agent));
+    }
+
     /// The trust domain every agent here belongs to.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain

@@ -1,0 +1,21 @@
+//! The registry as CRDT documents: how a site's changes become automerge changes, and how any
+//! set of changes, in any order, materializes into the same agents.
+//!
+//! Agents are spread over [`SHARD_COUNT`] documents ([`Shard`]) by a stable hash of their name,
+//! so that no document grows with the whole registry. Inside a shard every fact is a scalar
+//! under a flat key `"<name>/<field>[/<sub-key>]"` of the root map: no nested objects, so two
+//! sites never create competing objects for the same agent, and each field has its own merge
+//! rule (see [`materialize`]). Nothing is ever deleted except labels; a revocation is a key of
+//! its own that no later change removes.
+//!
+//! Determinism: a change is created once, with an explicit actor ([`Actor`]) and time; replicas
+//! apply its bytes. No clock is read here and ids are inputs.
+
+mod edit;
+mod keys;
+mod materialize;
+mod shard;
+
+pub use edit::Actor;
+pub use materialize::Conflict;
+pub use shard::{CrdtError, SHARD_COUNT, Shard, ShardId, shard_of};
