@@ -26,5 +26,5 @@ pub use credential::{Credential, PublicJwk};
 pub use error::StateError;
 pub use keys::{KeySecret, KeyStatus, SiteKey, SiteKeys};
 pub use list::{LabelSelector, ListQuery, Page};
-pub use registry::Registry;
+pub use registry::{Registry, agent_after};
 pub use site::{Applied, SiteState};

@@ -99,128 +99,129 @@ impl Registry {
     /// uses it to refuse a command that would fail before proposing it; `apply` stays the
     /// authority, since the state may change before the command is applied.
     pub fn evaluate(&self, command: &Command) -> Result<Agent, StateError> {
-        command.validate(&self.trust_domain)?;
-        let at = command.at;
-        match &command.op {
-            Op::RegisterAgent(register) => self.register(register, at),
-            Op::UpdateAgent(update) => self.update(update, at),
-            Op::SuspendAgent { id, reason } => self.set_status(id, AgentStatus::Suspended, reason, at),
-            Op::ResumeAgent { id } => self.set_status(id, AgentStatus::Active, "", at),
-            Op::RevokeAgent { id, reason } => self.set_status(id, AgentStatus::Revoked, reason, at),
-            Op::AddSigningKey(_) => {
-                Err(InvalidField::new("op", "a signing key is not an agent: apply it to the site state")
-                    .into())
-            }
-        }
-    }
-
-    fn register(&self, r: &RegisterAgent, at: UnixMillis) -> Result<Agent, StateError> {
-        if let Some(existing) = self.agents.get(&r.id) {
-            let hint = if existing.status == AgentStatus::Revoked {
-                " (it was revoked; a revoked id is never reused: register under a new name)"
-            } else {
-                ""
-            };
-            return Err(StateError::AlreadyExists { what: format!("agent {}{hint}", r.id) });
-        }
-        let agent = Agent {
-            id: r.id.clone(),
-            owner: r.owner.clone(),
-            labels: r.labels.clone(),
-            credentials: sorted(r.credentials.iter().map(|jwk| Credential::new(jwk.clone(), at))),
-            status: AgentStatus::Active,
-            status_reason: None,
-            created_at: at,
-            updated_at: at,
-            revision: 1,
-        };
-        Ok(agent)
-    }
-
-    fn update(&self, u: &UpdateAgent, at: UnixMillis) -> Result<Agent, StateError> {
-        let current = self.existing(&u.id)?;
-        if current.status == AgentStatus::Revoked {
-            return Err(revoked(&u.id, "update"));
-        }
-        if let Some(expected) = u.expected_revision
-            && expected != current.revision
-        {
-            return Err(StateError::FailedPrecondition {
-                what: format!("agent {}", u.id),
-                rule: format!(
-                    "expected revision {expected} but it is at {}; read it again and retry",
-                    current.revision
-                ),
-            });
-        }
-        let mut next = current.clone();
-        if let Some(owner) = &u.owner {
-            next.owner = owner.clone();
-        }
-        if let Some(labels) = &u.labels {
-            next.labels = labels.clone();
-        }
-        for kid in &u.remove_credentials {
-            let before = next.credentials.len();
-            next.credentials.retain(|c| &c.kid != kid);
-            if next.credentials.len() == before {
-                return Err(StateError::NotFound { what: format!("credential {kid} of agent {}", u.id) });
-            }
-        }
-        for jwk in &u.add_credentials {
-            let kid = jwk.thumbprint();
-            if next.credentials.iter().any(|c| c.kid == kid) {
-                return Err(StateError::AlreadyExists {
-                    what: format!("credential {kid} of agent {}", u.id),
-                });
-            }
-            next.credentials.push(Credential::new(jwk.clone(), at));
-        }
-        if next.credentials.len() > CREDENTIALS_MAX_COUNT {
-            return Err(InvalidField::new(
-                "add_credentials",
-                format!(
-                    "an agent holds at most {CREDENTIALS_MAX_COUNT} credentials (would hold {})",
-                    next.credentials.len()
-                ),
-            )
-            .into());
-        }
-        next.credentials = sorted(next.credentials);
-        Ok(changed(next, at))
-    }
-
-    fn set_status(
-        &self,
-        id: &AgentId,
-        status: AgentStatus,
-        reason: &str,
-        at: UnixMillis,
-    ) -> Result<Agent, StateError> {
-        let current = self.existing(id)?;
-        if current.status == status {
-            return Ok(current.clone());
-        }
-        if current.status == AgentStatus::Revoked {
-            let verb = if status == AgentStatus::Active { "resume" } else { "suspend" };
-            return Err(revoked(id, verb));
-        }
-        let mut next = current.clone();
-        next.status = status;
-        next.status_reason = (status != AgentStatus::Active).then(|| reason.to_owned());
-        Ok(changed(next, at))
-    }
-
-    fn existing(&self, id: &AgentId) -> Result<&Agent, StateError> {
-        self.get(id).ok_or_else(|| StateError::NotFound { what: format!("agent {id}") })
+        let before = command.agent_id().and_then(|id| self.get(id));
+        agent_after(&self.trust_domain, before, command)
     }
 }
 
-/// `next` as a new revision changed at `at` (never earlier than its last change).
-fn changed(mut next: Agent, at: UnixMillis) -> Agent {
-    next.updated_at = next.updated_at.max(at);
-    next.revision += 1;
-    next
+/// The agent as `command` leaves it, given the agent `before` it (`None`: not registered).
+/// Pure; refuses with the rule broken. This is the whole logic of agent commands: the registry
+/// applies it to its own copy, and a leader applies it to the agent as its working documents
+/// have it (including its own changes not yet applied).
+pub fn agent_after(
+    trust_domain: &TrustDomain,
+    before: Option<&Agent>,
+    command: &Command,
+) -> Result<Agent, StateError> {
+    command.validate(trust_domain)?;
+    let at = command.at;
+    match &command.op {
+        Op::RegisterAgent(register) => register_agent(before, register, at),
+        Op::UpdateAgent(update) => update_agent(existing(before, &update.id)?, update, at),
+        Op::SuspendAgent { id, reason } => {
+            set_status(existing(before, id)?, AgentStatus::Suspended, reason, at)
+        }
+        Op::ResumeAgent { id } => set_status(existing(before, id)?, AgentStatus::Active, "", at),
+        Op::RevokeAgent { id, reason } => set_status(existing(before, id)?, AgentStatus::Revoked, reason, at),
+        Op::AddSigningKey(_) => {
+            Err(InvalidField::new("op", "a signing key is not an agent: apply it to the site state").into())
+        }
+    }
+}
+
+fn existing<'a>(before: Option<&'a Agent>, id: &AgentId) -> Result<&'a Agent, StateError> {
+    before.ok_or_else(|| StateError::NotFound { what: format!("agent {id}") })
+}
+
+fn register_agent(before: Option<&Agent>, r: &RegisterAgent, at: UnixMillis) -> Result<Agent, StateError> {
+    if let Some(existing) = before {
+        let hint = if existing.status == AgentStatus::Revoked {
+            " (it was revoked; a revoked id is never reused: register under a new name)"
+        } else {
+            ""
+        };
+        return Err(StateError::AlreadyExists { what: format!("agent {}{hint}", r.id) });
+    }
+    Ok(Agent {
+        id: r.id.clone(),
+        owner: r.owner.clone(),
+        labels: r.labels.clone(),
+        credentials: sorted(r.credentials.iter().map(|jwk| Credential::new(jwk.clone(), at))),
+        status: AgentStatus::Active,
+        status_reason: None,
+        created_at: at,
+        updated_at: at,
+        revision: 1,
+    })
+}
+
+fn update_agent(current: &Agent, u: &UpdateAgent, at: UnixMillis) -> Result<Agent, StateError> {
+    if current.status == AgentStatus::Revoked {
+        return Err(revoked(&u.id, "update"));
+    }
+    if let Some(expected) = u.expected_revision
+        && expected != current.revision
+    {
+        return Err(StateError::FailedPrecondition {
+            what: format!("agent {}", u.id),
+            rule: format!(
+                "expected revision {expected} but it is at {}; read it again and retry",
+                current.revision
+            ),
+        });
+    }
+    let mut next = current.clone();
+    if let Some(owner) = &u.owner {
+        next.owner = owner.clone();
+    }
+    if let Some(labels) = &u.labels {
+        next.labels = labels.clone();
+    }
+    for kid in &u.remove_credentials {
+        let before = next.credentials.len();
+        next.credentials.retain(|c| &c.kid != kid);
+        if next.credentials.len() == before {
+            return Err(StateError::NotFound { what: format!("credential {kid} of agent {}", u.id) });
+        }
+    }
+    for jwk in &u.add_credentials {
+        let kid = jwk.thumbprint();
+        if next.credentials.iter().any(|c| c.kid == kid) {
+            return Err(StateError::AlreadyExists { what: format!("credential {kid} of agent {}", u.id) });
+        }
+        next.credentials.push(Credential::new(jwk.clone(), at));
+    }
+    if next.credentials.len() > CREDENTIALS_MAX_COUNT {
+        return Err(InvalidField::new(
+            "add_credentials",
+            format!(
+                "an agent holds at most {CREDENTIALS_MAX_COUNT} credentials (would hold {})",
+                next.credentials.len()
+            ),
+        )
+        .into());
+    }
+    next.credentials = sorted(next.credentials);
+    Ok(changed(next, at))
+}
+
+fn set_status(
+    current: &Agent,
+    status: AgentStatus,
+    reason: &str,
+    at: UnixMillis,
+) -> Result<Agent, StateError> {
+    if current.status == status {
+        return Ok(current.clone());
+    }
+    if current.status == AgentStatus::Revoked {
+        let verb = if status == AgentStatus::Active { "resume" } else { "suspend" };
+        return Err(revoked(&current.id, verb));
+    }
+    let mut next = current.clone();
+    next.status = status;
+    next.status_reason = (status != AgentStatus::Active).then(|| reason.to_owned());
+    Ok(changed(next, at))
 }
 
 fn revoked(id: &AgentId, verb: &str) -> StateError {
@@ -234,4 +235,11 @@ fn sorted(credentials: impl IntoIterator<Item = Credential>) -> Vec<Credential> 
     let mut list: Vec<Credential> = credentials.into_iter().collect();
     list.sort_by(|a, b| a.kid.cmp(&b.kid));
     list
+}
+
+/// `next` as a new revision changed at `at` (never earlier than its last change).
+fn changed(mut next: Agent, at: UnixMillis) -> Agent {
+    next.updated_at = next.updated_at.max(at);
+    next.revision += 1;
+    next
 }
