@@ -68,6 +68,7 @@ struct Inner {
     audit: AuditLog,
     replay: std::sync::Mutex<ReplayCache>,
     key_cache: crate::tokens::KeyCache,
+    working_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A started node: its listeners' real addresses and how to stop it.
@@ -129,6 +130,7 @@ impl Node {
             audit,
             replay: std::sync::Mutex::new(replay),
             key_cache: crate::tokens::KeyCache::default(),
+            working_epoch: std::sync::atomic::AtomicU64::new(0),
         }));
         let started = idmesh_audit::Event::NodeStarted { version: env!("CARGO_PKG_VERSION").to_owned() };
         node.audit()
@@ -170,6 +172,17 @@ impl Node {
     /// The memory of spent client assertions.
     pub(crate) fn replay(&self) -> &std::sync::Mutex<ReplayCache> {
         &self.0.replay
+    }
+
+    /// The current working session of this node as a leader (see `write_as_leader`).
+    pub(crate) fn working_epoch(&self) -> u64 {
+        self.0.working_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Drops the working documents and starts a new working session.
+    pub(crate) fn abandon_working(&self) {
+        self.0.working_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.shared().drop_working();
     }
 
     /// Keys ready to sign and verify with.

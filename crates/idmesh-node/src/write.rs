@@ -4,7 +4,8 @@
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError, clock};
 use idmesh_raft::WriteOutcome;
-use idmesh_state::{Agent, Applied, Command, Op};
+use idmesh_state::crdt::{Actor, shard_of};
+use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
 use idmesh_types::limits::COMMAND_MAX_BYTES;
 use openraft::Instant as _;
@@ -95,20 +96,32 @@ impl Node {
     }
 
     /// Proposes `command` if this node is the leader and has a quorum.
+    ///
+    /// A signing-key command travels as itself. An agent command is evaluated against the
+    /// agent as this leader's working documents have it (its own changes not yet applied
+    /// included, so consecutive writes to one agent see each other), recorded as one automerge
+    /// change under this leader's actor, and that change travels in the log.
     pub(crate) async fn write_as_leader(&self, command: Command) -> ForwardReply {
         if let Some(reply) = self.refuse_unless_leader_with_quorum() {
             return reply;
         }
-        // Refuse what would certainly fail against the state as applied here, without spending a
-        // log entry on it. Apply decides in the end: the state may change before the entry is.
-        if let Err(refused) = self.shared().read().state.evaluate(&command) {
-            return ForwardReply::Failed(refused.into());
-        }
         let what = command.to_string();
+        let entry = match self.prepare(command) {
+            Ok(Prepared::Entry(entry)) => entry,
+            Ok(Prepared::Unchanged(agent)) => {
+                // Nothing to change (e.g. suspending a suspended agent): nothing to log.
+                let log_index = self.shared().read().last_applied.map_or(0, |l| l.index);
+                return ForwardReply::Written {
+                    outcome: WriteOutcome::Applied(Applied::Agent(agent)),
+                    log_index,
+                };
+            }
+            Err(e) => return ForwardReply::Failed(e),
+        };
         let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
-        match tokio::time::timeout(timeout, self.raft().client_write(command)).await {
+        let reply = match tokio::time::timeout(timeout, self.raft().client_write(entry)).await {
             Ok(Ok(response)) => {
-                ForwardReply::Written { outcome: response.data, log_index: response.log_id.index }
+                return ForwardReply::Written { outcome: response.data, log_index: response.log_id.index };
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 ForwardReply::NotLeader { leader: f.leader_id }
@@ -132,7 +145,43 @@ impl Node {
                     timeout.as_millis()
                 ),
             }),
-        }
+        };
+        // The change recorded in the working documents may never be applied: start again from
+        // the applied documents, under a new actor, so no change can reuse its sequence number.
+        self.abandon_working();
+        reply
+    }
+
+    /// Turns `command` into the log entry that carries it, or finds it changes nothing.
+    fn prepare(&self, command: Command) -> Result<Prepared, NodeError> {
+        let trust_domain = &self.config().trust_domain;
+        let Some(id) = command.agent_id().cloned() else {
+            // Refuse what would certainly fail against the state as applied here, without
+            // spending a log entry on it. Apply decides in the end.
+            self.shared().read().state.evaluate(&command)?;
+            return Ok(Prepared::Entry(Entry::Site(command)));
+        };
+        let term = self.metrics().current_term;
+        let epoch = self.working_epoch();
+        let actor = Actor::derive(self.config().site.as_str(), self.config().node_id.0, term, epoch);
+        let shard = shard_of(id.name());
+        let recorded = self
+            .shared()
+            .with_working((term, epoch), shard, |working| -> Result<Prepared, NodeError> {
+                let before = working.agent(trust_domain, id.name().as_str());
+                let after = agent_after(trust_domain, before.as_ref(), &command)?;
+                match working.record(&actor, command.at, before.as_ref(), &after) {
+                    Ok(Some(change)) => Ok(Prepared::Entry(Entry::Agent {
+                        command: command.clone(),
+                        shard,
+                        change: ChangeBytes(change),
+                    })),
+                    Ok(None) => Ok(Prepared::Unchanged(after)),
+                    Err(e) => Err(NodeError::Storage { detail: e.to_string() }),
+                }
+            })
+            .map_err(|e| NodeError::Storage { detail: e.to_string() })??;
+        Ok(recorded)
     }
 
     /// `None` if this node leads and a quorum acknowledged it recently; else the reply that
@@ -158,6 +207,14 @@ impl Node {
             })),
         }
     }
+}
+
+/// What a command becomes on the leader.
+enum Prepared {
+    /// The entry to propose.
+    Entry(Entry),
+    /// The command holds already: the agent as it is.
+    Unchanged(Agent),
 }
 
 pub(crate) fn unexpected(reply: &ForwardReply) -> NodeError {

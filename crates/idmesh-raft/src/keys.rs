@@ -22,6 +22,33 @@ pub const SM_APPLIED: &[u8] = b"sm/applied";
 /// Last applied membership of the state machine.
 pub const SM_MEMBERSHIP: &[u8] = b"sm/membership";
 
+/// Automerge changes applied to a shard: `crdt/chg/<shard u16 BE>/<log index u64 BE>/<n u32 BE>`.
+pub const CRDT_CHANGES: &[u8] = b"crdt/chg/";
+/// A shard saved whole (after a snapshot install): `crdt/doc/<shard u16 BE>`.
+pub const CRDT_DOC: &[u8] = b"crdt/doc/";
+
+/// The prefix of shard `shard`'s changes.
+pub fn crdt_changes_prefix(shard: u16) -> Vec<u8> {
+    let mut key = CRDT_CHANGES.to_vec();
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
+/// The key of the `n`th change of shard `shard` applied at log index `index`.
+pub fn crdt_change_key(shard: u16, index: u64, n: u32) -> Vec<u8> {
+    let mut key = crdt_changes_prefix(shard);
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// The key of shard `shard` saved whole.
+pub fn crdt_doc_key(shard: u16) -> Vec<u8> {
+    let mut key = CRDT_DOC.to_vec();
+    key.extend_from_slice(&shard.to_be_bytes());
+    key
+}
+
 /// The key of log entry `index`.
 pub fn log_key(index: u64) -> Vec<u8> {
     let mut key = LOG.to_vec();

@@ -11,6 +11,8 @@
 //!
 //! Everything is persisted in one `Store` under distinct key prefixes ([`keys`]).
 
+mod applied;
+mod apply;
 mod codec;
 pub mod flusher;
 pub mod keys;
@@ -19,9 +21,10 @@ mod snapshot;
 mod state_machine;
 mod types;
 
+pub use applied::{AppliedState, ShardSlot, SharedState};
 pub use log_store::{LogReader, LogStore};
 pub use snapshot::{SnapshotData, SnapshotPayload};
-pub use state_machine::{AppliedState, SharedState, SnapshotBuilder, StateMachine};
+pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use types::*;
 
 use idmesh_store::Store;

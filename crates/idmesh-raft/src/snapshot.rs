@@ -1,110 +1,114 @@
-//! Snapshots. A snapshot is taken without copying the state: the registry is a persistent map,
-//! so the snapshot holds a cheap clone of it ([`SnapshotData::View`]). It is encoded only when
-//! a follower that lags behind the purged log needs it, and decoded by that follower.
+//! Snapshots. Taking one costs O(1): it holds a structure-sharing clone of the materialized
+//! state and a handle to the shard documents. It is encoded only when a follower that lags
+//! behind the purged log needs it: the signing keys and every shard document, saved whole.
 //!
-//! Snapshots are not written to disk: the state machine itself is durable (written through to
-//! the store, flushed when a snapshot is taken), and after a restart openraft asks for a fresh
-//! snapshot of it when the log has been purged.
+//! The documents encoded may already hold changes of entries after the snapshot's last log id
+//! (they are read when the snapshot is sent). That is harmless: the follower replays those
+//! entries after installing, and applying a change twice changes nothing.
+//!
+//! Snapshots are not written to disk: the state machine is durable itself, and after a restart
+//! openraft takes a fresh snapshot if the log was purged.
 
+use crate::applied::SharedState;
 use crate::codec::{decode, encode};
-use idmesh_state::{Agent, Registry, SiteKeys, SiteState};
+use idmesh_state::crdt::{SHARD_COUNT, Shard};
+use idmesh_state::{ChangeBytes, SiteKeys, SiteState};
 use idmesh_types::TrustDomain;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 
 /// Version of [`SnapshotPayload`]'s encoding.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// The data of a snapshot.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SnapshotData {
-    /// The state as it was at the snapshot's last log id (a structure-sharing clone).
-    View(SiteState),
+    /// The state at the snapshot's last log id, and the live shard documents.
+    View {
+        /// Materialized agents and signing keys at the snapshot point.
+        state: SiteState,
+        /// The state machine's shared state, to save the shard documents from.
+        shared: SharedState,
+    },
     /// An encoded [`SnapshotPayload`], as received from a leader.
     Encoded(Arc<Vec<u8>>),
 }
 
+impl fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotData::View { state, .. } => write!(f, "View({} agents)", state.registry.len()),
+            SnapshotData::Encoded(bytes) => write!(f, "Encoded({} bytes)", bytes.len()),
+        }
+    }
+}
+
+/// What a snapshot carries between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPayload {
+    /// [`SNAPSHOT_FORMAT`] of the writer.
+    pub format: u32,
+    /// Trust domain of the site.
+    pub trust_domain: TrustDomain,
+    /// The site's signing keys (private parts included: snapshots travel only inside a site).
+    pub signing_keys: SiteKeys,
+    /// Every shard document, saved whole, in shard order.
+    pub shards: Vec<ChangeBytes>,
+}
+
 impl SnapshotData {
-    /// The encoded form, to send to a follower. Costs time and memory in proportion to the
-    /// state: call it off the async workers.
+    /// The encoded form, to send to a follower. Saves every shard document under the state
+    /// machine's lock: call it off the async workers.
     pub fn encode(&self) -> Result<Arc<Vec<u8>>, io::Error> {
         match self {
             SnapshotData::Encoded(bytes) => Ok(bytes.clone()),
-            SnapshotData::View(state) => {
-                let payload = SnapshotPayloadRef {
+            SnapshotData::View { state, shared } => {
+                let shards = {
+                    let mut applied = shared.write();
+                    applied.shards.iter_mut().map(|slot| ChangeBytes(slot.applied.save())).collect()
+                };
+                let payload = SnapshotPayload {
                     format: SNAPSHOT_FORMAT,
-                    trust_domain: state.registry.trust_domain(),
-                    agents: state.registry.agents().collect(),
-                    signing_keys: &state.keys,
+                    trust_domain: state.registry.trust_domain().clone(),
+                    signing_keys: state.keys.clone(),
+                    shards,
                 };
                 Ok(Arc::new(encode("snapshot", &payload)?))
             }
         }
     }
 
-    /// The state this snapshot holds, checked to be of `trust_domain`.
-    pub fn into_state(self, trust_domain: &TrustDomain) -> Result<SiteState, io::Error> {
-        let state = match self {
-            SnapshotData::View(state) => state,
-            SnapshotData::Encoded(bytes) => {
-                let payload = SnapshotPayload::decode(&bytes, trust_domain)?;
-                let registry = Registry::restore(payload.trust_domain, payload.agents)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                SiteState { registry, keys: payload.signing_keys }
-            }
-        };
-        if state.registry.trust_domain() != trust_domain {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot is of trust domain {}, not {trust_domain}", state.registry.trust_domain()),
-            ));
-        }
-        Ok(state)
-    }
-}
-
-/// Everything the state machine holds, as a snapshot is encoded between nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotPayload {
-    /// [`SNAPSHOT_FORMAT`] of the writer.
-    pub format: u32,
-    /// Trust domain of every agent in it.
-    pub trust_domain: TrustDomain,
-    /// Every agent, in id order.
-    pub agents: Vec<Agent>,
-    /// The site's signing keys (private parts included: snapshots travel only inside a site).
-    pub signing_keys: SiteKeys,
-}
-
-/// [`SnapshotPayload`] by reference, to encode without cloning every agent.
-#[derive(Serialize)]
-struct SnapshotPayloadRef<'a> {
-    format: u32,
-    trust_domain: &'a TrustDomain,
-    agents: Vec<&'a Agent>,
-    signing_keys: &'a SiteKeys,
-}
-
-impl SnapshotPayload {
-    /// Decodes a payload and checks it is of a known format and of `trust_domain`.
-    pub fn decode(bytes: &[u8], trust_domain: &TrustDomain) -> Result<Self, io::Error> {
-        let payload: Self = decode("snapshot", bytes)?;
+    /// The signing keys and shard documents this snapshot holds, checked to be of
+    /// `trust_domain`.
+    pub fn into_parts(
+        self,
+        trust_domain: &TrustDomain,
+    ) -> Result<(SiteKeys, Vec<Shard>, Vec<ChangeBytes>), io::Error> {
+        let bytes = self.encode()?;
+        let payload: SnapshotPayload = decode("snapshot", &bytes)?;
+        let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
         if payload.format != SNAPSHOT_FORMAT {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "snapshot format {} is not supported (this build reads {SNAPSHOT_FORMAT})",
-                    payload.format
-                ),
-            ));
+            return Err(invalid(format!(
+                "snapshot format {} is not supported (this build reads {SNAPSHOT_FORMAT})",
+                payload.format
+            )));
         }
         if &payload.trust_domain != trust_domain {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot is of trust domain {}, not {trust_domain}", payload.trust_domain),
-            ));
+            return Err(invalid(format!(
+                "snapshot is of trust domain {}, not {trust_domain}",
+                payload.trust_domain
+            )));
         }
-        Ok(payload)
+        if payload.shards.len() != usize::from(SHARD_COUNT) {
+            return Err(invalid(format!("snapshot has {} shards, not {SHARD_COUNT}", payload.shards.len())));
+        }
+        let shards = payload
+            .shards
+            .iter()
+            .map(|saved| Shard::load(&saved.0).map_err(|e| invalid(format!("snapshot shard: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((payload.signing_keys, shards, payload.shards))
     }
 }

@@ -1,6 +1,6 @@
 //! The openraft type configuration of an idmesh site.
 
-use idmesh_state::{Applied, Command, StateError};
+use idmesh_state::{Applied, StateError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -32,7 +32,7 @@ pub enum WriteOutcome {
 openraft::declare_raft_types!(
     /// The openraft type configuration of an idmesh site.
     pub TypeConfig:
-        D = Command,
+        D = idmesh_state::Entry,
         R = WriteOutcome,
         NodeId = u64,
         Node = NodeInfo,

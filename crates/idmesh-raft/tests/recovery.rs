@@ -4,7 +4,8 @@
 
 use ed25519_dalek::SigningKey;
 use idmesh_raft::{Entry, LogStore, SnapshotData, StateMachine, TypeConfig};
-use idmesh_state::{Command, Op, PublicJwk, RegisterAgent};
+use idmesh_state::crdt::{Actor, Shard, shard_of};
+use idmesh_state::{ChangeBytes, Command, Op, PublicJwk, RegisterAgent, agent_after};
 use idmesh_store::{KeyRange, MemStore, Order, Pair, Store, StoreError, WriteBatch};
 use idmesh_types::{TrustDomain, UnixMillis};
 use openraft::async_runtime::Oneshot;
@@ -25,6 +26,8 @@ fn log_id(index: u64) -> idmesh_raft::LogId {
     LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(1, 1), index)
 }
 
+/// A log entry registering agent `a<index>`, with the change its leader would record (each with
+/// an actor of its own: they are independent changes).
 fn register(index: u64) -> Entry {
     let key = SigningKey::from_bytes(&[index as u8; 32]);
     let command = Command {
@@ -36,7 +39,14 @@ fn register(index: u64) -> Entry {
             credentials: vec![PublicJwk::from_key_bytes(&key.verifying_key().to_bytes()).unwrap()],
         }),
     };
-    Entry::new_normal(log_id(index), command)
+    let after = agent_after(&td(), None, &command).unwrap();
+    let shard = shard_of(after.id.name());
+    let actor = Actor::from_bytes([index as u8; 16]);
+    let change = Shard::new().record(&actor, command.at, None, &after).unwrap().unwrap();
+    Entry::new_normal(
+        log_id(index),
+        idmesh_state::Entry::Agent { command, shard, change: ChangeBytes(change) },
+    )
 }
 
 async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) {
@@ -68,8 +78,9 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
     apply(&mut sm, vec![register(4)]).await;
     // The snapshot is a view as of index 3: later changes are not in it.
-    let later = snapshot.snapshot.clone().into_state(&td()).unwrap().registry;
-    assert_eq!(later.len(), 3);
+    // Taking it copied nothing: the materialized view in it is as of index 3.
+    let SnapshotData::View { state: at_snapshot, .. } = &snapshot.snapshot else { panic!("a view") };
+    assert_eq!(at_snapshot.registry.len(), 3);
     store.crash();
     let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
@@ -88,7 +99,7 @@ async fn a_snapshot_round_trips_through_its_encoding() {
         first: true,
     };
     let add_key = Command { at: UnixMillis(2000), op: Op::AddSigningKey(key) };
-    apply(&mut leader, vec![Entry::new_normal(log_id(5), add_key)]).await;
+    apply(&mut leader, vec![Entry::new_normal(log_id(5), idmesh_state::Entry::Site(add_key))]).await;
     let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let bytes = snapshot.snapshot.encode().unwrap();
     let (_log, mut follower) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
@@ -104,18 +115,28 @@ async fn a_snapshot_round_trips_through_its_encoding() {
 }
 
 #[tokio::test]
-async fn refused_commands_answer_with_the_reason_and_change_nothing() {
+async fn duplicate_and_undecodable_changes_change_nothing() {
     let (_log, mut sm) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();
     apply(&mut sm, vec![register(1)]).await;
+    let before = sm.shared().read().state.clone();
+    // The same change again (a retry, a change learned twice): applied, nothing changes.
     let duplicate = {
         let mut e = register(1);
         e.log_id = log_id(2);
         e
     };
     apply(&mut sm, vec![duplicate]).await;
-    let (applied, _) = sm.applied_state().await.unwrap();
-    assert_eq!(applied, Some(log_id(2)), "a refused command is still applied (as a no-op)");
-    assert_eq!(sm.shared().read().state.registry.len(), 1);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2)));
+    assert_eq!(sm.shared().read().state, before);
+    // Bytes that are not a change: refused, the entry is consumed, nothing changes.
+    let mut garbage = register(3);
+    if let openraft::EntryPayload::Normal(idmesh_state::Entry::Agent { change, .. }) = &mut garbage.payload {
+        change.0 = b"not an automerge change".to_vec();
+    }
+    garbage.log_id = log_id(3);
+    apply(&mut sm, vec![garbage]).await;
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
+    assert_eq!(sm.shared().read().state, before);
 }
 
 /// A store whose flush is slow and counted, to observe group commit.

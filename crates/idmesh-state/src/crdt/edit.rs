@@ -23,6 +23,23 @@ impl Actor {
         Self(bytes)
     }
 
+    /// The actor of node `node` of `site` while it leads in `term`, in its `epoch`th working
+    /// session of that term (a new one after every proposal whose outcome is unknown).
+    pub fn derive(site: &str, node: u64, term: u64, epoch: u64) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"idmesh-actor-v1\0");
+        hasher.update((site.len() as u64).to_be_bytes());
+        hasher.update(site.as_bytes());
+        hasher.update(node.to_be_bytes());
+        hasher.update(term.to_be_bytes());
+        hasher.update(epoch.to_be_bytes());
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
+    }
+
     /// The bytes, hex, as they appear in revocation keys.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()

@@ -58,6 +58,13 @@ impl Shard {
         Ok(Self { doc })
     }
 
+    /// A copy to work on (a leader records its own changes in one before they are applied).
+    pub fn fork(&mut self) -> Shard {
+        let mut doc = self.doc.fork();
+        doc.update_diff_cursor();
+        Shard { doc }
+    }
+
     /// The compact saved form (whole history).
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()
