@@ -69,6 +69,8 @@ struct Inner {
     replay: std::sync::Mutex<ReplayCache>,
     key_cache: crate::tokens::KeyCache,
     working_epoch: std::sync::atomic::AtomicU64,
+    /// One turn at a time per shard (index `SHARD_COUNT` for site entries), see `write`.
+    proposal_turns: Vec<tokio::sync::Mutex<()>>,
 }
 
 /// A started node: its listeners' real addresses and how to stop it.
@@ -131,6 +133,9 @@ impl Node {
             replay: std::sync::Mutex::new(replay),
             key_cache: crate::tokens::KeyCache::default(),
             working_epoch: std::sync::atomic::AtomicU64::new(0),
+            proposal_turns: (0..=idmesh_state::crdt::SHARD_COUNT)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }));
         let started = idmesh_audit::Event::NodeStarted { version: env!("CARGO_PKG_VERSION").to_owned() };
         node.audit()
@@ -177,6 +182,17 @@ impl Node {
     /// The current working session of this node as a leader (see `write_as_leader`).
     pub(crate) fn working_epoch(&self) -> u64 {
         self.0.working_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the turn to propose in `shard` (`None`: a site entry).
+    pub(crate) async fn proposal_turn(
+        &self,
+        shard: Option<idmesh_state::crdt::ShardId>,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        let index = shard.map_or(usize::from(idmesh_state::crdt::SHARD_COUNT), |s| usize::from(s.0));
+        // The vector holds SHARD_COUNT + 1 turns and a shard id is below SHARD_COUNT.
+        let turn = &self.0.proposal_turns[index.min(self.0.proposal_turns.len() - 1)];
+        turn.lock().await
     }
 
     /// Drops the working documents and starts a new working session.

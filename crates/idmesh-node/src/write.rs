@@ -9,7 +9,8 @@ use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after}
 use idmesh_types::InvalidField;
 use idmesh_types::limits::COMMAND_MAX_BYTES;
 use openraft::Instant as _;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
+use openraft::impls::ProgressResponder;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -106,38 +107,49 @@ impl Node {
             return reply;
         }
         let what = command.to_string();
-        let entry = match self.prepare(command) {
-            Ok(Prepared::Entry(entry)) => entry,
-            Ok(Prepared::Unchanged(agent)) => {
-                // Nothing to change (e.g. suspending a suspended agent): nothing to log.
-                let log_index = self.shared().read().last_applied.map_or(0, |l| l.index);
-                return ForwardReply::Written {
-                    outcome: WriteOutcome::Applied(Applied::Agent(agent)),
-                    log_index,
-                };
-            }
-            Err(e) => return ForwardReply::Failed(e),
-        };
+        let shard = command.agent_id().map(|id| shard_of(id.name()));
         let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
-        let reply = match tokio::time::timeout(timeout, self.raft().client_write(entry)).await {
-            Ok(Ok(response)) => {
+        // Record and submit in one step per shard: a shard's changes form one chain (each
+        // depends on the one before), so they must reach the log in the order they were made.
+        let completion = {
+            let _turn = self.proposal_turn(shard).await;
+            let entry = match self.prepare(command) {
+                Ok(Prepared::Entry(entry)) => entry,
+                Ok(Prepared::Unchanged(agent)) => {
+                    // Nothing to change (e.g. suspending a suspended agent): nothing to log.
+                    let log_index = self.shared().read().last_applied.map_or(0, |l| l.index);
+                    return ForwardReply::Written {
+                        outcome: WriteOutcome::Applied(Applied::Agent(agent)),
+                        log_index,
+                    };
+                }
+                Err(e) => return ForwardReply::Failed(e),
+            };
+            let (responder, completion) = ProgressResponder::complete_only();
+            if let Err(fatal) = self.raft().client_write_ff(entry, Some(responder)).await {
+                self.abandon_working();
+                return ForwardReply::Failed(NodeError::Stopped { detail: fatal.to_string() });
+            }
+            completion
+        };
+        let reply = match tokio::time::timeout(timeout, completion).await {
+            Ok(Ok(Ok(response))) => {
                 return ForwardReply::Written { outcome: response.data, log_index: response.log_id.index };
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
                 ForwardReply::NotLeader { leader: f.leader_id }
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)))) => {
+            Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_)))) => {
                 ForwardReply::Failed(NodeError::OutcomeUnknown {
                     what,
                     detail: "the leader changed while the write was in flight".into(),
                 })
             }
-            Ok(Err(RaftError::APIError(other))) => {
-                ForwardReply::Failed(NodeError::Storage { detail: other.to_string() })
-            }
-            Ok(Err(RaftError::Fatal(fatal))) => {
-                ForwardReply::Failed(NodeError::Stopped { detail: fatal.to_string() })
-            }
+            Ok(Ok(Err(other))) => ForwardReply::Failed(NodeError::Storage { detail: other.to_string() }),
+            Ok(Err(_)) => ForwardReply::Failed(NodeError::OutcomeUnknown {
+                what,
+                detail: "consensus stopped before answering".into(),
+            }),
             Err(_) => ForwardReply::Failed(NodeError::OutcomeUnknown {
                 what,
                 detail: format!(

@@ -94,7 +94,7 @@ fn apply_changes(
     };
     if let Some(working) = &mut slot.working {
         // Already holds the leader's own changes; remote ones must reach it too.
-        let _ = working.apply(&bytes);
+        let _ = working.apply_missing(&bytes);
     }
     for (n, change) in bytes.into_iter().enumerate() {
         let n = u32::try_from(n).map_err(|_| io::Error::other("too many changes in one entry"))?;

@@ -90,6 +90,29 @@ fn main() {
     }
     let materialize_secs = started.elapsed().as_secs_f64();
 
+    // One change at a time, as a site's state machine applies its own log (apply, then read
+    // back the agents it touched), on a third replica.
+    let mut one_by_one: Vec<Shard> = (0..SHARD_COUNT).map(|_| Shard::new()).collect();
+    let sample = n.min(20_000);
+    let mut order: Vec<(usize, &Vec<u8>)> = Vec::with_capacity(sample);
+    for (shard, batch) in by_shard.iter().enumerate() {
+        for change in batch {
+            order.push((shard, change));
+        }
+    }
+    order.sort_by_key(|(shard, change)| (change.len() % 7, *shard));
+    let started = Instant::now();
+    let mut apply_only = 0.0f64;
+    for (shard, change) in order.iter().take(sample) {
+        let t = Instant::now();
+        let touched = one_by_one[*shard].apply(std::slice::from_ref(change)).unwrap();
+        apply_only += t.elapsed().as_secs_f64();
+        for name in touched {
+            std::hint::black_box(one_by_one[*shard].agent(&td, &name));
+        }
+    }
+    let single_secs = started.elapsed().as_secs_f64();
+
     println!("crdt_shards: {n} agents over {SHARD_COUNT} shards");
     println!("  record (evaluate + one change each): {:.2} s ({:.0}/s)", record_secs, n as f64 / record_secs);
     println!(
@@ -105,6 +128,11 @@ fn main() {
         n as f64 / apply_secs
     );
     println!("  materialize every agent there: {:.2} s ({materialized} agents)", materialize_secs);
+    println!(
+        "  one change at a time (apply + read back), first {sample}: {:.0} µs each ({:.0} µs of it applying + finding what changed)",
+        single_secs * 1e6 / sample as f64,
+        apply_only * 1e6 / sample as f64
+    );
     println!(
         "  RSS {:.0} MiB at start, {:.0} MiB after recording (two copies of the registry + changes in memory), {:.0} MiB at the end",
         rss_start,

@@ -139,9 +139,6 @@ impl Shard {
         let change = doc
             .get_last_local_change()
             .ok_or_else(|| CrdtError::Document("no change after commit".into()))?;
-        let bytes = change.raw_bytes().to_vec();
-        // The local edit is now part of the document; forget it for `touched`.
-        let _ = self.touched();
-        Ok(Some(bytes))
+        Ok(Some(change.raw_bytes().to_vec()))
     }
 }

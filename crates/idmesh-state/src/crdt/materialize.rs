@@ -85,42 +85,75 @@ impl Shard {
     }
 
     /// The agent `name` as every change this shard holds makes it, or `None` if it was never
-    /// registered here (or its name is not valid).
+    /// registered here (or its name is not valid). One pass over the agent's keys.
     pub fn agent(&self, trust_domain: &TrustDomain, name: &str) -> Option<Agent> {
-        self.winner(&field(name, keys::EXISTS))?;
+        let prefix = format!("{name}/");
+        let end = format!("{name}0"); // '/' + 1: the first key after the agent's keys
+        let mut exists = false;
+        let mut created: Option<UnixMillis> = None;
+        let mut updated = UnixMillis::default();
+        let mut owner = String::new();
+        let mut labels = BTreeMap::new();
+        let mut creds: BTreeMap<String, String> = BTreeMap::new();
+        let mut added_at: BTreeMap<String, UnixMillis> = BTreeMap::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut suspended = false;
+        let mut reason = String::new();
+        let mut revocation: Option<String> = None;
+        let mut revision = 0i64;
+        for item in self.doc.map_range(ROOT, prefix.clone()..end) {
+            let Some(rest) = item.key.strip_prefix(&prefix) else { continue };
+            let Some(value) = scalar(&item.value.into_value()) else { continue };
+            let (field_name, sub_key) = match rest.split_once('/') {
+                Some((f, s)) => (f, Some(s)),
+                None => (rest, None),
+            };
+            // Fields whose rule looks at every concurrent value, not just the winner.
+            let all = |key: &str| if item.conflict { self.all(key) } else { vec![value.clone()] };
+            match (field_name, sub_key) {
+                (keys::EXISTS, None) => exists = true,
+                (keys::CREATED, None) => created = all(&item.key).iter().map(as_millis).min(),
+                (keys::UPDATED, None) => {
+                    updated = all(&item.key).iter().map(as_millis).max().unwrap_or_default()
+                }
+                (keys::OWNER, None) => owner = as_text(&value),
+                (keys::SUSPENDED, None) => {
+                    suspended = all(&item.key).iter().any(|v| matches!(v, ScalarValue::Boolean(true)))
+                }
+                (keys::REASON, None) => reason = as_text(&value),
+                (keys::REVISION, None) => revision = value.as_i64().unwrap_or(0),
+                (keys::LABEL, Some(k)) => {
+                    labels.insert(k.to_owned(), as_text(&value));
+                }
+                (keys::CRED, Some(kid)) => {
+                    creds.insert(kid.to_owned(), as_text(&value));
+                }
+                (keys::CRED_AT, Some(kid)) => {
+                    added_at.insert(kid.to_owned(), as_millis(&value));
+                }
+                (keys::CRED_REMOVED, Some(kid)) => removed.push(kid.to_owned()),
+                (keys::REVOKED, Some(_)) if revocation.is_none() => revocation = Some(as_text(&value)),
+                _ => {}
+            }
+        }
+        if !exists {
+            return None;
+        }
         let id = AgentId::new(trust_domain.clone(), AgentName::parse_field("name", name).ok()?);
-        let created_at =
-            self.all(&field(name, keys::CREATED)).iter().map(as_millis).min().unwrap_or_default();
-        let updated_at =
-            self.all(&field(name, keys::UPDATED)).iter().map(as_millis).max().unwrap_or_default();
-        let owner = self.winner(&field(name, keys::OWNER)).map(|v| as_text(&v)).unwrap_or_default();
-        let labels: BTreeMap<String, String> =
-            self.subs(name, keys::LABEL).into_iter().map(|(k, v)| (k, as_text(&v))).collect();
-        let removed: Vec<String> = self.subs(name, keys::CRED_REMOVED).into_iter().map(|(k, _)| k).collect();
-        let added_at: BTreeMap<String, UnixMillis> =
-            self.subs(name, keys::CRED_AT).into_iter().map(|(k, v)| (k, as_millis(&v))).collect();
-        let credentials = self
-            .subs(name, keys::CRED)
+        let credentials = creds
             .into_iter()
             .filter(|(kid, _)| !removed.contains(kid))
             .filter_map(|(kid, x)| {
-                let jwk = PublicJwk::from_stored_x(&as_text(&x))?;
+                let jwk = PublicJwk::from_stored_x(&x)?;
                 (jwk.thumbprint() == kid)
                     .then(|| Credential::new(jwk, added_at.get(&kid).copied().unwrap_or_default()))
             })
             .collect();
-        let revocations = self.subs(name, keys::REVOKED);
-        let suspended =
-            self.all(&field(name, keys::SUSPENDED)).iter().any(|v| matches!(v, ScalarValue::Boolean(true)));
-        let (status, status_reason) = if let Some((_, reason)) = revocations.first() {
-            (AgentStatus::Revoked, Some(as_text(reason)))
-        } else if suspended {
-            let reason = self.winner(&field(name, keys::REASON)).map(|v| as_text(&v)).unwrap_or_default();
-            (AgentStatus::Suspended, Some(reason))
-        } else {
-            (AgentStatus::Active, None)
+        let (status, status_reason) = match (revocation, suspended) {
+            (Some(why), _) => (AgentStatus::Revoked, Some(why)),
+            (None, true) => (AgentStatus::Suspended, Some(reason)),
+            (None, false) => (AgentStatus::Active, None),
         };
-        let revision = self.winner(&field(name, keys::REVISION)).and_then(|v| v.as_i64()).unwrap_or(0);
         Some(Agent {
             id,
             owner,
@@ -128,8 +161,8 @@ impl Shard {
             credentials,
             status,
             status_reason,
-            created_at,
-            updated_at,
+            created_at: created.unwrap_or_default(),
+            updated_at: updated,
             revision: u64::try_from(revision).unwrap_or(0),
         })
     }

@@ -1,13 +1,13 @@
 //! One shard: an automerge document holding the agents whose name hashes to it.
 
 use super::keys;
-use automerge::{AutoCommit, Change, ChangeHash, Prop, patches::PatchAction};
+use automerge::{AutoCommit, Change, ChangeHash};
 use idmesh_types::AgentName;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// Number of shard documents. With a million agents a shard holds about 16,000.
-pub const SHARD_COUNT: u16 = 64;
+pub const SHARD_COUNT: u16 = 1024;
 
 /// Which shard an agent lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -35,6 +35,9 @@ pub enum CrdtError {
 #[derive(Debug)]
 pub struct Shard {
     pub(super) doc: AutoCommit,
+    /// Changes received whose dependencies are missing, with the agents they touch: they apply
+    /// when the dependencies arrive.
+    waiting: Vec<(ChangeHash, BTreeSet<String>)>,
 }
 
 impl Default for Shard {
@@ -46,23 +49,18 @@ impl Default for Shard {
 impl Shard {
     /// An empty shard.
     pub fn new() -> Self {
-        let mut doc = AutoCommit::new();
-        doc.update_diff_cursor();
-        Self { doc }
+        Self { doc: AutoCommit::new(), waiting: Vec::new() }
     }
 
     /// A shard from its saved form.
     pub fn load(bytes: &[u8]) -> Result<Self, CrdtError> {
-        let mut doc = AutoCommit::load(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        doc.update_diff_cursor();
-        Ok(Self { doc })
+        let doc = AutoCommit::load(bytes).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        Ok(Self { doc, waiting: Vec::new() })
     }
 
     /// A copy to work on (a leader records its own changes in one before they are applied).
     pub fn fork(&mut self) -> Shard {
-        let mut doc = self.doc.fork();
-        doc.update_diff_cursor();
-        Shard { doc }
+        Shard { doc: self.doc.fork(), waiting: self.waiting.clone() }
     }
 
     /// The compact saved form (whole history).
@@ -86,28 +84,59 @@ impl Shard {
     /// waits inside the document until they arrive). Returns the names of the agents whose
     /// materialized state may have changed.
     pub fn apply(&mut self, changes: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
-        let decoded = changes
-            .iter()
-            .map(|bytes| Change::from_bytes(bytes.clone()).map_err(|e| CrdtError::Decode(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.doc.apply_changes(decoded).map_err(|e| CrdtError::Document(e.to_string()))?;
-        Ok(self.touched())
+        self.apply_filtered(changes, false)
     }
 
-    /// Agents changed since the last call (by local edits or applied changes).
-    pub(super) fn touched(&mut self) -> BTreeSet<String> {
-        let mut names = BTreeSet::new();
-        for patch in self.doc.diff_incremental() {
-            let key = match &patch.action {
-                PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.as_str()),
-                PatchAction::Increment { prop: Prop::Map(key), .. }
-                | PatchAction::Conflict { prop: Prop::Map(key) } => Some(key.as_str()),
-                _ => None,
-            };
-            if let Some(name) = key.and_then(keys::name_of) {
-                names.insert(name.to_owned());
+    /// Like [`Shard::apply`], skipping the changes this shard holds already (a leader's working
+    /// copy already holds the changes it recorded itself).
+    pub fn apply_missing(&mut self, changes: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
+        self.apply_filtered(changes, true)
+    }
+
+    fn apply_filtered(
+        &mut self,
+        changes: &[Vec<u8>],
+        skip_known: bool,
+    ) -> Result<BTreeSet<String>, CrdtError> {
+        let mut decoded = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            let change = Change::from_bytes(bytes.clone()).map_err(|e| CrdtError::Decode(e.to_string()))?;
+            if skip_known && self.doc.get_change_by_hash(&change.hash()).is_some() {
+                continue;
+            }
+            decoded.push(change);
+        }
+        if decoded.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let incoming: Vec<(ChangeHash, BTreeSet<String>)> =
+            decoded.iter().map(|c| (c.hash(), names_in(c))).collect();
+        self.doc.apply_changes(decoded).map_err(|e| CrdtError::Document(e.to_string()))?;
+        // Report every change that is in the document now, including earlier ones that were
+        // waiting for these; keep waiting those whose dependencies are still missing.
+        let mut touched = BTreeSet::new();
+        let mut still_waiting = Vec::new();
+        for (hash, names) in std::mem::take(&mut self.waiting).into_iter().chain(incoming) {
+            if self.doc.get_change_by_hash(&hash).is_some() {
+                touched.extend(names);
+            } else {
+                still_waiting.push((hash, names));
             }
         }
-        names
+        self.waiting = still_waiting;
+        Ok(touched)
     }
+}
+
+/// The agents a change writes to (from the keys of its operations).
+fn names_in(change: &Change) -> BTreeSet<String> {
+    change
+        .decode()
+        .operations
+        .iter()
+        .filter_map(|op| match &op.key {
+            automerge::legacy::Key::Map(key) => keys::name_of(key).map(str::to_owned),
+            automerge::legacy::Key::Seq(_) => None,
+        })
+        .collect()
 }

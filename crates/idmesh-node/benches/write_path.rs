@@ -1,0 +1,75 @@
+//! The write path of one node without the network: a single-node site on an in-memory store,
+//! `Node::write` called by concurrent tasks (evaluation, the CRDT change, Raft, apply,
+//! materialization). `cargo bench -p idmesh-node --bench write_path`; `IDMESH_BENCH_SECS`
+//! (default 5) and `IDMESH_BENCH_TASKS` (default 16).
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use idmesh_node::{Node, NodeConfig, RaftTiming, TokenSettings};
+use idmesh_state::{Op, RegisterAgent};
+use idmesh_store::MemStore;
+use idmesh_types::{NodeId, SiteName, TrustDomain};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let secs: f64 = std::env::var("IDMESH_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let tasks: usize = std::env::var("IDMESH_BENCH_TASKS").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let trust_domain = TrustDomain::parse_field("td", "bench.example").unwrap();
+        let site = SiteName::parse_field("site", "bench").unwrap();
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let config = NodeConfig {
+            node_id: NodeId(1),
+            tokens: TokenSettings::defaults_for(&trust_domain, &site),
+            site,
+            trust_domain: trust_domain.clone(),
+            data_dir: "mem".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peer_listen: peer,
+            site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
+            raft: RaftTiming::default(),
+        };
+        let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
+        while running.node.current_leader().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (node, done, trust_domain) = (running.node.clone(), done.clone(), trust_domain.clone());
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while Instant::now() < deadline {
+                        let id = format!("spiffe://{trust_domain}/agents/t{t}-{i}").parse().unwrap();
+                        let op = Op::RegisterAgent(RegisterAgent {
+                            id,
+                            owner: "bench".into(),
+                            labels: BTreeMap::from([("env".into(), "prod".into())]),
+                            credentials: vec![],
+                        });
+                        node.write(op).await.unwrap();
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let n = done.load(Ordering::Relaxed);
+        println!(
+            "write_path: {n} registrations in {secs} s by {tasks} tasks: {:.0}/s",
+            n as f64 / started.elapsed().as_secs_f64()
+        );
+        running.shutdown().await;
+    });
+}
