@@ -48,7 +48,7 @@ async fn issue(
 
 async fn jwks(site: &Site, node: u64) -> Jwks {
     let mut api = TokensClient::new(channel(site.node(node).public).await);
-    Jwks::parse(&api.get_jwks(GetJwksRequest {}).await.unwrap().into_inner().jwks).unwrap()
+    Jwks::parse(&api.get_jwks(GetJwksRequest::default()).await.unwrap().into_inner().jwks).unwrap()
 }
 
 fn verify(token: &str, jwks: &Jwks) -> Result<idmesh_token::AccessClaims, TokenError> {

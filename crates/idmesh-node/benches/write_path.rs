@@ -34,6 +34,7 @@ fn main() {
             peer_listen: peer,
             site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
             raft: RaftTiming::default(),
+            links: Vec::new(),
         };
         let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
         while running.node.current_leader().is_none() {

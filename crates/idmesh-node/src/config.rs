@@ -23,6 +23,9 @@ pub struct NodeConfig {
     /// Peer addresses of the site's initial members, by node id. Empty for a node that will be
     /// added later with `site add-node`.
     pub site_peers: BTreeMap<NodeId, String>,
+    /// Peer addresses of nodes of other sites this node keeps sync sessions with, by site
+    /// (a site may be listed with several nodes).
+    pub links: Vec<(SiteName, String)>,
     /// Raft timing and log retention.
     pub raft: RaftTiming,
     /// Token issuance.
@@ -108,6 +111,18 @@ impl NodeConfig {
                     self.node_id
                 ),
             ));
+        }
+        for (site, addr) in &self.links {
+            if site == &self.site {
+                return Err(InvalidField::new(
+                    "links",
+                    format!("site {site} is this node's own site; links go to other sites"),
+                ));
+            }
+            crate::membership::check_peer_addr("links", addr)?;
+        }
+        if self.links.len() > 64 {
+            return Err(InvalidField::new("links", "at most 64"));
         }
         if self.listen == self.peer_listen {
             return Err(InvalidField::new(

@@ -115,6 +115,21 @@ pub enum NodeError {
         /// What is full.
         detail: String,
     },
+    /// An air-gap bundle or trust file was refused; nothing was applied.
+    #[error("bundle refused, nothing applied: {0}")]
+    Bundle(#[from] idmesh_state::bundle::BundleError),
+    /// The bundle was imported before (here or at a site that passed its changes on).
+    #[error(
+        "bundle {bundle_id} from site {origin_site} was already imported (at unix ms {imported_at_ms}); nothing applied"
+    )]
+    BundleImported {
+        /// Its id.
+        bundle_id: String,
+        /// Its origin.
+        origin_site: String,
+        /// When it was first imported.
+        imported_at_ms: u64,
+    },
     /// Storage failed; the request was not served.
     #[error("storage error: {detail}")]
     Storage {
@@ -159,6 +174,11 @@ impl NodeError {
             NodeError::Unauthenticated { .. } => Code::Unauthenticated,
             NodeError::NoSigningKey { .. } | NodeError::AuditUnavailable { .. } => Code::Unavailable,
             NodeError::Busy { .. } => Code::ResourceExhausted,
+            NodeError::Bundle(idmesh_state::bundle::BundleError::UnknownKey { .. }) => {
+                Code::FailedPrecondition
+            }
+            NodeError::Bundle(_) => Code::InvalidArgument,
+            NodeError::BundleImported { .. } => Code::AlreadyExists,
             NodeError::Storage { .. } => Code::Internal,
         }
     }

@@ -7,6 +7,9 @@ use idmesh_state::{Applied, Command, KeySecret, KeyStatus, NewSigningKey, Op, Si
 use idmesh_types::UnixMillis;
 use std::time::Duration;
 
+/// How often a leader checks that the trust bundle shows its site's keys.
+const TRUST_PUBLISH_CHECK: Duration = Duration::from_millis(500);
+
 /// How often a node checks whether, as leader, it must create the site's first key.
 const FIRST_KEY_CHECK: Duration = Duration::from_millis(250);
 
@@ -94,6 +97,30 @@ impl Node {
             }
             tokio::select! {
                 _ = tokio::time::sleep(FIRST_KEY_CHECK) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+
+    /// Runs until the node stops: whenever this node leads and the trust bundle does not show
+    /// the site's current issuer and public keys, it publishes them (other sites learn them by
+    /// sync or bundle, and can then verify this site's tokens).
+    pub(crate) async fn publish_trust_when_leading(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            if self.raft().is_leader() && !self.shared().read().state.keys.is_empty() {
+                match self.publish_trust_as_leader().await {
+                    Ok(true) => {
+                        tracing::info!(site = %self.config().site, "published the site's keys in the trust bundle")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not publish the site's keys yet"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TRUST_PUBLISH_CHECK) => {}
                 _ = stopped.changed() => {}
             }
         }

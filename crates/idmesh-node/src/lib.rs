@@ -7,21 +7,26 @@
 //! - Writes: [`write`] — proposed on the leader, forwarded to it by followers, answered only
 //!   once committed and durable.
 //! - Reads: local by default; [`read`] provides the linearizable barrier.
+//! - Cross-site: [`mesh`] (links, sync sessions), [`verify`] (tokens of any site of the trust
+//!   domain).
 //! - Errors: [`NodeError`], mapped to `tonic::Status` in one place ([`error`]).
 
 pub mod api;
 pub mod audit;
+pub mod bundle;
 mod clock;
 pub mod config;
 pub mod error;
 mod identity;
 pub mod keys;
 pub mod membership;
+pub mod mesh;
 mod node;
 pub mod peer;
 pub mod read;
 pub mod status;
 pub mod tokens;
+pub mod verify;
 pub mod write;
 
 pub use config::{NodeConfig, RaftTiming, TokenSettings};

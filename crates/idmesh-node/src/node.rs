@@ -1,6 +1,6 @@
 //! A node: its Raft handle, applied state, peers, and the two gRPC listeners.
 
-use crate::api::{KeysApi, RegistryApi, SiteApi, TokensApi};
+use crate::api::{KeysApi, MeshApi, RegistryApi, SiteApi, TokensApi};
 use crate::audit::AuditLog;
 use crate::peer::{Network, PEER_MESSAGE_MAX_BYTES, PeerService, Peers};
 use crate::{NodeConfig, identity};
@@ -69,8 +69,11 @@ struct Inner {
     replay: std::sync::Mutex<ReplayCache>,
     key_cache: crate::tokens::KeyCache,
     working_epoch: std::sync::atomic::AtomicU64,
+    mesh: crate::mesh::MeshState,
     /// One turn at a time per shard (index `SHARD_COUNT` for site entries), see `write`.
     proposal_turns: Vec<tokio::sync::Mutex<()>>,
+    /// Becomes true when the node stops; long-lived tasks (links, sessions) watch it.
+    stopped: watch::Receiver<bool>,
 }
 
 /// A started node: its listeners' real addresses and how to stop it.
@@ -123,6 +126,7 @@ impl Node {
         let raft = Raft::new(config.node_id.0, raft_config, Network::new(peers.clone()), log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        let (stop, stopped) = watch::channel(false);
         let node = Node(Arc::new(Inner {
             config,
             raft,
@@ -133,9 +137,11 @@ impl Node {
             replay: std::sync::Mutex::new(replay),
             key_cache: crate::tokens::KeyCache::default(),
             working_epoch: std::sync::atomic::AtomicU64::new(0),
+            mesh: crate::mesh::MeshState::default(),
             proposal_turns: (0..=idmesh_state::crdt::SHARD_COUNT)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            stopped: stopped.clone(),
         }));
         let started = idmesh_audit::Event::NodeStarted { version: env!("CARGO_PKG_VERSION").to_owned() };
         node.audit()
@@ -144,8 +150,11 @@ impl Node {
             .map_err(|e| data_err(format!("cannot write the audit log: {e}")))?;
         tracing::info!(node = %node.config().node_id, site = %node.config().site, %public_addr, %peer_addr, "node started");
 
-        let (stop, stopped) = watch::channel(false);
         tokio::spawn(node.clone().create_first_key_when_leading(stopped.clone()));
+        tokio::spawn(node.clone().publish_trust_when_leading(stopped.clone()));
+        for (site, addr) in node.config().links.clone() {
+            tokio::spawn(crate::mesh::run_link(node.clone(), site.to_string(), addr, stopped.clone()));
+        }
         let servers = vec![
             tokio::spawn(serve_peer(node.clone(), peer, stopped.clone())),
             tokio::spawn(serve_public(node.clone(), public, stopped)),
@@ -177,6 +186,16 @@ impl Node {
     /// The memory of spent client assertions.
     pub(crate) fn replay(&self) -> &std::sync::Mutex<ReplayCache> {
         &self.0.replay
+    }
+
+    /// What this node knows of other sites.
+    pub fn mesh(&self) -> &crate::mesh::MeshState {
+        &self.0.mesh
+    }
+
+    /// A receiver that turns true when the node stops.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.0.stopped.clone()
     }
 
     /// The current working session of this node as a leader (see `write_as_leader`).
@@ -341,11 +360,16 @@ async fn serve_peer(
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let service = RaftPeerServer::new(PeerService::new(node))
+    let service = RaftPeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+    let sync =
+        idmesh_proto::peer::mesh_sync_server::MeshSyncServer::new(crate::mesh::MeshSyncService::new(node))
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(sync)
         .serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped))
         .await
 }
@@ -366,6 +390,7 @@ async fn serve_public(
         .with_service_name("idmesh.v1.Site")
         .with_service_name("idmesh.v1.Tokens")
         .with_service_name("idmesh.v1.SigningKeys")
+        .with_service_name("idmesh.v1.Mesh")
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
     let mut router = builder
@@ -381,7 +406,12 @@ async fn serve_public(
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
         .add_service(
-            SigningKeysServer::new(KeysApi::new(node)).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+            SigningKeysServer::new(KeysApi::new(node.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::mesh_server::MeshServer::new(MeshApi::new(node))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
         .add_service(health_service);
     match reflection {

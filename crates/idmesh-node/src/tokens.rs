@@ -212,6 +212,19 @@ impl Node {
         let state = self.shared().read();
         Jwks::new(state.state.keys.published_at(now).map(|k| k.public.clone()))
     }
+
+    /// This site's JWKS plus every other site's keys that verify now, from the trust bundle.
+    pub fn mesh_jwks(&self) -> Jwks {
+        let now = clock::now();
+        let state = self.shared().read();
+        let own = self.config().site.as_str();
+        let remote = state.state.trust.sites().filter(|(site, _)| *site != own).flat_map(|(_, trust)| {
+            trust.keys.iter().filter(|k| k.verifies_at(now)).map(|k| k.public.clone())
+        });
+        Jwks::new(
+            state.state.keys.published_at(now).map(|k| k.public.clone()).chain(remote).collect::<Vec<_>>(),
+        )
+    }
 }
 
 fn unauthenticated(error: TokenError) -> NodeError {
@@ -283,7 +296,7 @@ fn check_request(
 }
 
 /// 128 random bits, base64url: a token id no other node or site will draw.
-fn random_id() -> Result<String, NodeError> {
+pub(crate) fn random_id() -> Result<String, NodeError> {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes)
         .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;

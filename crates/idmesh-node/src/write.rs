@@ -4,7 +4,7 @@
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError, clock};
 use idmesh_raft::WriteOutcome;
-use idmesh_state::crdt::{Actor, shard_of};
+use idmesh_state::crdt::{Actor, ShardId, SiteTrust, shard_of, shard_of_site};
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
 use idmesh_types::limits::COMMAND_MAX_BYTES;
@@ -103,24 +103,101 @@ impl Node {
     /// included, so consecutive writes to one agent see each other), recorded as one automerge
     /// change under this leader's actor, and that change travels in the log.
     pub(crate) async fn write_as_leader(&self, command: Command) -> ForwardReply {
+        let what = command.to_string();
+        let shard = command.agent_id().map(|id| shard_of(id.name()));
+        self.submit_as_leader(shard, what, |node| node.prepare(command)).await
+    }
+
+    /// Publishes this site's issuer and public keys in the trust bundle if what is published
+    /// differs; `Ok(false)` when nothing needed publishing.
+    pub(crate) async fn publish_trust_as_leader(&self) -> Result<bool, NodeError> {
+        let site = self.config().site.clone();
+        let wanted = SiteTrust {
+            issuer: self.config().tokens.issuer.clone(),
+            keys: self.shared().read().state.keys.trusted(),
+        };
+        if self.shared().read().state.trust.site(site.as_str()).is_some_and(|published| {
+            published.issuer == wanted.issuer && wanted.keys.iter().all(|k| published.keys.contains(k))
+        }) {
+            return Ok(false);
+        }
+        let shard = shard_of_site(&site);
+        self.record_as_leader(shard, "trust bundle entry", |working, actor| {
+            working.publish_site_keys(actor, clock::now(), &site, &wanted)
+        })
+        .await
+        .map(|()| true)
+    }
+
+    /// Records, on the leader, a change that is not an admin command (`record` writes it in the
+    /// working copy of `shard` as the leader's actor) and proposes it as a `Publish` entry.
+    pub(crate) async fn record_as_leader(
+        &self,
+        shard: ShardId,
+        what: &str,
+        record: impl FnOnce(
+            &mut idmesh_state::crdt::Shard,
+            &Actor,
+        ) -> Result<Option<Vec<u8>>, idmesh_state::crdt::CrdtError>,
+    ) -> Result<(), NodeError> {
+        let reply = self
+            .submit_as_leader(Some(shard), what.to_owned(), |node| {
+                let term = node.metrics().current_term;
+                let epoch = node.working_epoch();
+                let actor = Actor::derive(node.config().site.as_str(), node.config().node_id.0, term, epoch);
+                node.shared()
+                    .with_working((term, epoch), shard, |working| record(working, &actor))
+                    .map_err(|e| NodeError::Storage { detail: e.to_string() })?
+                    .map_err(|e| NodeError::Storage { detail: e.to_string() })
+                    .map(|change| match change {
+                        Some(change) => {
+                            Prepared::Entry(Entry::Publish { shard, change: ChangeBytes(change) })
+                        }
+                        None => Prepared::Nothing,
+                    })
+            })
+            .await;
+        match reply {
+            ForwardReply::Written { outcome: WriteOutcome::Refused(refused), .. } => Err(refused.into()),
+            ForwardReply::Written { .. } => Ok(()),
+            ForwardReply::NotLeader { .. } => {
+                Err(NodeError::NoLeader { site: self.config().site.to_string() })
+            }
+            ForwardReply::Failed(e) => Err(e),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Proposes what `prepare` makes of a request, if this node is the leader and has a quorum,
+    /// and waits for the outcome. `shard` is the document the entry changes (`None`: site state).
+    async fn submit_as_leader(
+        &self,
+        shard: Option<ShardId>,
+        what: String,
+        prepare: impl FnOnce(&Self) -> Result<Prepared, NodeError>,
+    ) -> ForwardReply {
         if let Some(reply) = self.refuse_unless_leader_with_quorum() {
             return reply;
         }
-        let what = command.to_string();
-        let shard = command.agent_id().map(|id| shard_of(id.name()));
         let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
         // Record and submit in one step per shard: a shard's changes form one chain (each
         // depends on the one before), so they must reach the log in the order they were made.
         let completion = {
             let _turn = self.proposal_turn(shard).await;
-            let entry = match self.prepare(command) {
+            let entry = match prepare(self) {
                 Ok(Prepared::Entry(entry)) => entry,
                 Ok(Prepared::Unchanged(agent)) => {
                     // Nothing to change (e.g. suspending a suspended agent): nothing to log.
-                    let log_index = self.shared().read().last_applied.map_or(0, |l| l.index);
+                    let log_index = self.applied_index();
                     return ForwardReply::Written {
                         outcome: WriteOutcome::Applied(Applied::Agent(agent)),
                         log_index,
+                    };
+                }
+                Ok(Prepared::Nothing) => {
+                    return ForwardReply::Written {
+                        outcome: WriteOutcome::Nothing,
+                        log_index: self.applied_index(),
                     };
                 }
                 Err(e) => return ForwardReply::Failed(e),
@@ -162,6 +239,60 @@ impl Node {
         // the applied documents, under a new actor, so no change can reuse its sequence number.
         self.abandon_working();
         reply
+    }
+
+    /// Puts changes learned from site `origin` into this site's log; returns the entry's index
+    /// once committed and applied by the leader.
+    pub async fn propose_remote(
+        &self,
+        origin: &str,
+        changes: Vec<(ShardId, ChangeBytes)>,
+    ) -> Result<u64, NodeError> {
+        let entry = Entry::Remote { origin: origin.to_owned(), changes };
+        match self.on_leader(ForwardRequest::Propose(entry), false).await? {
+            ForwardReply::Written { log_index, .. } => Ok(log_index),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until this node has applied log index `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NodeError> {
+        let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
+        self.raft()
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "changes from another site")
+            .await
+            .map(|_| ())
+            .map_err(|e| NodeError::OutcomeUnknown { what: "remote changes".into(), detail: e.to_string() })
+    }
+
+    /// The index this node has applied up to.
+    pub fn applied_index(&self) -> u64 {
+        self.shared().read().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// Proposes `entry` as it is, if this node leads with a quorum.
+    pub(crate) async fn propose_as_leader(&self, entry: Entry) -> ForwardReply {
+        if let Some(reply) = self.refuse_unless_leader_with_quorum() {
+            return reply;
+        }
+        let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
+        match tokio::time::timeout(timeout, self.raft().client_write(entry)).await {
+            Ok(Ok(response)) => {
+                ForwardReply::Written { outcome: response.data, log_index: response.log_id.index }
+            }
+            Ok(Err(openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                ForwardReply::NotLeader { leader: f.leader_id }
+            }
+            Ok(Err(e)) => ForwardReply::Failed(NodeError::OutcomeUnknown {
+                what: "remote changes".into(),
+                detail: e.to_string(),
+            }),
+            Err(_) => ForwardReply::Failed(NodeError::OutcomeUnknown {
+                what: "remote changes".into(),
+                detail: format!("not committed within {} ms", timeout.as_millis()),
+            }),
+        }
     }
 
     /// Turns `command` into the log entry that carries it, or finds it changes nothing.
@@ -227,6 +358,8 @@ enum Prepared {
     Entry(Entry),
     /// The command holds already: the agent as it is.
     Unchanged(Agent),
+    /// Nothing to propose.
+    Nothing,
 }
 
 pub(crate) fn unexpected(reply: &ForwardReply) -> NodeError {

@@ -61,6 +61,7 @@ fn config() -> NodeConfig {
         peer_listen: peer,
         site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
         raft: RaftTiming::default(),
+        links: Vec::new(),
     }
 }
 

@@ -2,9 +2,9 @@
 //! services that read it; and the CRDT shard documents behind the registry.
 
 use crate::codec::{decode, store_err};
-use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_KEYS, SM_MEMBERSHIP};
+use crate::keys::{self, SM_AGENT, SM_APPLIED, SM_KEYS, SM_MEMBERSHIP, SM_TRUST};
 use crate::{LogId, StoredMembership};
-use idmesh_state::crdt::{SHARD_COUNT, Shard, ShardId};
+use idmesh_state::crdt::{SHARD_COUNT, Shard, ShardId, TrustBundle};
 use idmesh_state::{Agent, Registry, SiteKeys, SiteState};
 use idmesh_store::{KeyRange, Order, Store};
 use idmesh_types::TrustDomain;
@@ -108,6 +108,36 @@ impl SharedState {
         Ok(f(working))
     }
 
+    /// Runs `f` on the applied document of `shard` (for the sync protocol, which reads it and
+    /// records what the peer knows; changes never enter it this way).
+    pub fn with_applied<T>(&self, shard: ShardId, f: impl FnOnce(&mut Shard) -> T) -> io::Result<T> {
+        let mut state = self.write();
+        Ok(f(&mut state.slot(shard)?.applied))
+    }
+
+    /// The canonical hash of every change applied here (see `idmesh_state::crdt::state_hash`).
+    pub fn state_hash(&self) -> String {
+        let mut state = self.write();
+        idmesh_state::crdt::state_hash(state.shards.iter_mut().map(|slot| &mut slot.applied))
+    }
+
+    /// Up to `limit` conflicts recorded in the applied documents, and whether there were more.
+    pub fn conflicts(&self, limit: usize) -> (Vec<idmesh_state::crdt::Conflict>, bool) {
+        let state = self.read();
+        let mut out = Vec::new();
+        for slot in &state.shards {
+            for name in slot.applied.names() {
+                for conflict in slot.applied.conflicts(&name) {
+                    if out.len() == limit {
+                        return (out, true);
+                    }
+                    out.push(conflict);
+                }
+            }
+        }
+        (out, false)
+    }
+
     /// Drops every working copy (a proposal failed, or this node stopped leading).
     pub fn drop_working(&self) {
         let mut state = self.write();
@@ -139,6 +169,10 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         Some(bytes) => decode("signing keys", &bytes)?,
         None => SiteKeys::default(),
     };
+    let trust: TrustBundle = match get(SM_TRUST)? {
+        Some(bytes) => decode("trust bundle", &bytes)?,
+        None => TrustBundle::default(),
+    };
     let mut shards = Vec::with_capacity(usize::from(SHARD_COUNT));
     let mut changes_loaded = 0usize;
     for shard in 0..SHARD_COUNT {
@@ -153,7 +187,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
             .map(|(_, bytes)| bytes)
             .collect();
         changes_loaded += changes.len();
-        applied.apply(&changes).map_err(|e| corrupt(shard, &e.to_string()))?;
+        applied.apply_chunks(&changes).map_err(|e| corrupt(shard, &e.to_string()))?;
         shards.push(ShardSlot { applied, working: None });
     }
     tracing::info!(
@@ -164,7 +198,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         "state machine loaded"
     );
     Ok(AppliedState {
-        state: SiteState { registry, keys: signing_keys },
+        state: SiteState { registry, keys: signing_keys, trust },
         shards,
         working_owner: None,
         last_applied,

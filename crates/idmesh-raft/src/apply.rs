@@ -4,12 +4,12 @@
 use crate::WriteOutcome;
 use crate::applied::AppliedState;
 use crate::codec::encode;
-use crate::keys::{self, SM_KEYS};
-use idmesh_state::crdt::{SHARD_COUNT, ShardId};
-use idmesh_state::{Applied, ChangeBytes, Entry, StateError};
+use crate::keys::{self, SM_KEYS, SM_TRUST};
+use idmesh_state::crdt::{SHARD_COUNT, ShardId, SiteTrust, site_of_entry};
+use idmesh_state::{Applied, ChangeBytes, Entry, REMOTE_CHANGES_MAX_COUNT, StateError};
 use idmesh_store::WriteBatch;
 use idmesh_types::InvalidField;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
 
 fn refused(field: &str, rule: String) -> WriteOutcome {
@@ -55,23 +55,49 @@ pub(crate) fn apply_entry(
                 None => WriteOutcome::Refused(StateError::NotFound { what: format!("agent {id}") }),
             })
         }
+        Entry::Publish { shard, change } => {
+            if shard.0 >= SHARD_COUNT {
+                return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
+            }
+            let touched = match apply_changes(state, index, shard, &[change], batch)? {
+                Ok(touched) => touched,
+                Err(outcome) => return Ok(outcome),
+            };
+            persist_agents(state, shard, touched, batch)?;
+            Ok(WriteOutcome::Nothing)
+        }
         Entry::Remote { origin, changes } => {
-            let mut by_shard: BTreeMap<ShardId, Vec<ChangeBytes>> = BTreeMap::new();
-            for (shard, change) in changes {
+            if changes.len() > REMOTE_CHANGES_MAX_COUNT {
+                return Ok(refused("changes", format!("at most {REMOTE_CHANGES_MAX_COUNT} per entry")));
+            }
+            let (mut accepted, mut dropped) = (0usize, 0usize);
+            for (n, (shard, chunk)) in changes.into_iter().enumerate() {
                 if shard.0 >= SHARD_COUNT {
-                    return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
+                    dropped += 1;
+                    continue;
                 }
-                by_shard.entry(shard).or_default().push(change);
-            }
-            let mut applied = 0usize;
-            for (shard, changes) in by_shard {
-                applied += changes.len();
-                match apply_changes(state, index, shard, &changes, batch)? {
-                    Ok(touched) => persist_agents(state, shard, touched, batch)?,
-                    Err(outcome) => return Ok(outcome),
+                let slot = state.slot(shard)?;
+                // One chunk at a time: a chunk that does not load is dropped alone (every replica
+                // drops the same one), and each accepted chunk is stored, so a restart rebuilds
+                // exactly this document.
+                match slot.applied.apply_chunks(std::slice::from_ref(&chunk.0)) {
+                    Ok(touched) => {
+                        if let Some(working) = &mut slot.working {
+                            let _ = working.apply_chunks(std::slice::from_ref(&chunk.0));
+                        }
+                        let n = u32::try_from(n)
+                            .map_err(|_| io::Error::other("too many changes in one entry"))?;
+                        batch.put(keys::crdt_change_key(shard.0, index, n), chunk.0);
+                        persist_agents(state, shard, touched, batch)?;
+                        accepted += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(origin = %origin, shard = shard.0, error = %e, "dropped a change from another site");
+                        dropped += 1;
+                    }
                 }
             }
-            tracing::debug!(origin = %origin, changes = applied, "remote changes applied");
+            tracing::debug!(origin = %origin, accepted, dropped, "remote changes applied");
             Ok(WriteOutcome::Nothing)
         }
     }
@@ -103,14 +129,31 @@ fn apply_changes(
     Ok(Ok(touched))
 }
 
+/// Stores what changes to `names` (agents, or sites' trust entries) made.
 fn persist_agents(
     state: &mut AppliedState,
     shard: ShardId,
     names: BTreeSet<String>,
     batch: &mut WriteBatch,
 ) -> io::Result<()> {
-    for agent in state.rematerialize(shard, names) {
+    // Names starting with '@' are not agents: sites' trust entries and import records.
+    let (sites, agents): (BTreeSet<String>, BTreeSet<String>) =
+        names.into_iter().partition(|name| name.starts_with('@'));
+    let sites: BTreeSet<String> = sites.into_iter().filter(|name| site_of_entry(name).is_some()).collect();
+    for agent in state.rematerialize(shard, agents) {
         batch.put(keys::agent_key(&agent.id), encode("agent", &agent)?);
+    }
+    if !sites.is_empty() {
+        let slot = state.slot(shard)?;
+        let updates: Vec<(String, SiteTrust)> = sites
+            .iter()
+            .filter_map(|name| site_of_entry(name))
+            .map(|site| (site.to_owned(), slot.applied.site_trust(site)))
+            .collect();
+        for (site, trust) in updates {
+            state.state.trust.set(&site, trust);
+        }
+        batch.put(SM_TRUST, encode("trust bundle", &state.state.trust)?);
     }
     Ok(())
 }

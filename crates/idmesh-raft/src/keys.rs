@@ -17,6 +17,8 @@ pub const IDENTITY: &[u8] = b"meta/identity";
 pub const SM_AGENT: &[u8] = b"sm/agent/";
 /// The site's signing keys (one value: the whole key set, small).
 pub const SM_KEYS: &[u8] = b"sm/keys";
+/// The trust bundle: every site's published public keys (one value, small).
+pub const SM_TRUST: &[u8] = b"sm/trust";
 /// Last applied log id of the state machine.
 pub const SM_APPLIED: &[u8] = b"sm/applied";
 /// Last applied membership of the state machine.

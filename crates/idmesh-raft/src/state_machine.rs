@@ -122,8 +122,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| io::Error::other(format!("snapshot decode task failed: {e}")))??;
         let mut registry = Registry::new(trust_domain);
+        let mut trust = idmesh_state::crdt::TrustBundle::default();
         for shard in &mut shards {
             let _ = shard.apply(&[]);
+            for site in shard.published_sites() {
+                let published = shard.site_trust(&site);
+                trust.set(&site, published);
+            }
             for name in shard.names() {
                 if let Some(agent) = shard.agent(registry.trust_domain(), &name) {
                     registry.put_materialized(agent);
@@ -142,12 +147,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put(keys::crdt_doc_key(shard), bytes.0);
         }
         batch.put(SM_KEYS, encode("signing keys", &signing_keys)?);
+        batch.put(keys::SM_TRUST, encode("trust bundle", &trust)?);
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
         self.store.write(batch).map_err(store_err)?;
         flush(&self.store).await?;
         let agents = registry.len();
-        let site = SiteState { registry, keys: signing_keys };
+        let site = SiteState { registry, keys: signing_keys, trust };
         {
             let mut state = self.shared.write();
             *state = AppliedState {

@@ -49,6 +49,14 @@ pub enum Entry {
         /// The change.
         change: ChangeBytes,
     },
+    /// A change this site made that is not an admin command: publishing its own public keys in
+    /// the trust bundle. Recorded by the leader like an agent change.
+    Publish {
+        /// The shard of the site's trust entry.
+        shard: ShardId,
+        /// The change.
+        change: ChangeBytes,
+    },
     /// Changes learned from another site (a sync session or a bundle), applied together.
     Remote {
         /// The site they came from (for the record; merging does not depend on it).
@@ -63,6 +71,7 @@ impl fmt::Display for Entry {
         match self {
             Entry::Site(command) => write!(f, "{command}"),
             Entry::Agent { command, shard, .. } => write!(f, "{command} (shard {})", shard.0),
+            Entry::Publish { shard, .. } => write!(f, "trust bundle entry (shard {})", shard.0),
             Entry::Remote { origin, changes } => write!(f, "{} changes from site {origin}", changes.len()),
         }
     }

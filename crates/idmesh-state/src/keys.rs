@@ -139,6 +139,22 @@ impl SiteKeys {
         self.keys.iter().filter(move |k| k.retires_at.is_none_or(|r| r > now))
     }
 
+    /// The public side of every key, as the trust bundle publishes it.
+    pub fn trusted(&self) -> Vec<crate::crdt::TrustedKey> {
+        let mut keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| crate::crdt::TrustedKey {
+                kid: k.kid.clone(),
+                public: k.public.clone(),
+                from: k.activates_at,
+                until: k.retires_at,
+            })
+            .collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        keys
+    }
+
     /// Adds a key (see [`crate::Op::AddSigningKey`]); the caller has validated the command.
     pub(crate) fn with_added(
         &self,

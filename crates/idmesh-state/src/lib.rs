@@ -10,6 +10,7 @@
 //! state break a rule, whatever wrote it).
 
 mod agent;
+pub mod bundle;
 mod command;
 pub mod crdt;
 mod credential;

@@ -27,12 +27,14 @@ pub struct SiteState {
     pub registry: Registry,
     /// The signing keys.
     pub keys: SiteKeys,
+    /// Every site's public keys as published through the CRDT layer.
+    pub trust: crate::crdt::TrustBundle,
 }
 
 impl SiteState {
     /// An empty site of `trust_domain`.
     pub fn new(trust_domain: TrustDomain) -> Self {
-        Self { registry: Registry::new(trust_domain), keys: SiteKeys::default() }
+        Self { registry: Registry::new(trust_domain), keys: SiteKeys::default(), trust: Default::default() }
     }
 
     /// Applies `command`; deterministic; on error nothing changed.

@@ -3,11 +3,14 @@
 //! - convergence: once every site holds every change, heads and agents are identical;
 //! - revocation wins: an agent revoked anywhere is revoked everywhere after sync;
 //! - no zombies: once a site has applied a revocation, the agent never looks unrevoked there;
-//! - one site alone: the documents materialize exactly what `Registry::apply` computed.
+//! - one site alone: the documents materialize exactly what `Registry::apply` computed;
+//! - the sync protocol as nodes run it (chunks applied with `apply_chunks`, sessions that break
+//!   and restart, duplicated messages, sites linked only in a chain) reaches the same state
+//!   hash everywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ed25519_dalek::SigningKey;
-use idmesh_state::crdt::{Actor, SHARD_COUNT, Shard, shard_of};
+use idmesh_state::crdt::{Actor, SHARD_COUNT, Shard, SyncState, decode_sync_message, shard_of, state_hash};
 use idmesh_state::*;
 use idmesh_types::{AgentId, TrustDomain, UnixMillis};
 use proptest::prelude::*;
@@ -188,8 +191,91 @@ fn sync_all(replicas: &mut [Replica]) {
     }
 }
 
+/// What happens to one sync message on the way.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Deliver,
+    /// Lost: the session breaks; both ends start a new one (fresh sync states), as a link does.
+    Break,
+    Duplicate,
+}
+
+fn arb_fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![6 => Just(Fault::Deliver), 1 => Just(Fault::Break), 1 => Just(Fault::Duplicate)]
+}
+
+/// One sync session between two sites, per shard, as `mesh/session.rs` runs it: the receiver
+/// applies a message's chunks first, then feeds the message to its sync state. Faults apply to
+/// the first messages; then the channel is reliable until both sides are quiet.
+fn sync_pair(a: &mut Replica, b: &mut Replica, faults: &[Fault]) {
+    let new_states = || (0..SHARD_COUNT).map(|_| SyncState::new()).collect::<Vec<_>>();
+    let (mut sa, mut sb) = (new_states(), new_states());
+    let mut faults = faults.iter().copied();
+    for _round in 0..200 {
+        let mut moved = false;
+        for shard in 0..usize::from(SHARD_COUNT) {
+            for forward in [true, false] {
+                let (from, to, from_state, to_state) = if forward {
+                    (&mut *a, &mut *b, &mut sa[shard], &mut sb[shard])
+                } else {
+                    (&mut *b, &mut *a, &mut sb[shard], &mut sa[shard])
+                };
+                let Some(bytes) = from.shards[shard].generate_sync_message(from_state) else { continue };
+                moved = true;
+                let fault = faults.next().unwrap_or(Fault::Deliver);
+                if let Fault::Break = fault {
+                    sa = new_states();
+                    sb = new_states();
+                    continue;
+                }
+                let copies = if let Fault::Duplicate = fault { 2 } else { 1 };
+                for _ in 0..copies {
+                    let (message, chunks) = decode_sync_message(&bytes).unwrap();
+                    let touched = to.shards[shard].apply_chunks(&chunks).unwrap();
+                    to.refresh(&touched);
+                    to.shards[shard].receive_sync_message(to_state, message).unwrap();
+                }
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("sync did not go quiet within 200 rounds");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_sync_protocol_over_a_chain_of_flaky_links_converges(
+        sites in 2usize..=4,
+        ops in prop::collection::vec((0usize..4, arb_op()), 1..60),
+        faults in prop::collection::vec(arb_fault(), 0..40),
+    ) {
+        let mut replicas: Vec<Replica> = (0..sites).map(|n| Replica::new(n as u8)).collect();
+        for (site, op) in ops {
+            replicas[site % sites].local(op);
+        }
+        // Sites linked in a chain only: 0 - 1 - ... - n-1. Forward then backward carries every
+        // change to every site (store-and-forward).
+        let pairs: Vec<usize> = (0..sites - 1).chain((0..sites - 1).rev()).collect();
+        for i in pairs {
+            let (left, right) = replicas.split_at_mut(i + 1);
+            sync_pair(&mut left[i], &mut right[0], &faults);
+        }
+        let hash = state_hash(replicas[0].shards.iter_mut());
+        let view = replicas[0].view();
+        for replica in replicas.iter_mut().skip(1) {
+            prop_assert_eq!(state_hash(replica.shards.iter_mut()), hash.clone());
+            prop_assert_eq!(replica.view(), view.clone());
+        }
+        for agent in &view {
+            if replicas.iter().any(|r| r.revoked_seen.contains(agent.id.name().as_str())) {
+                prop_assert_eq!(agent.status, AgentStatus::Revoked);
+            }
+        }
+    }
 
     #[test]
     fn sites_converge_and_revocation_wins(sites in 2usize..=5, history in arb_history(5)) {
@@ -220,6 +306,11 @@ proptest! {
         for replica in replicas.iter_mut().skip(1) {
             let other: Vec<Vec<_>> = replica.shards.iter_mut().map(|s| s.heads()).collect();
             prop_assert_eq!(&other, &heads);
+        }
+        // The canonical state hash every node reports agrees too.
+        let hash = state_hash(replicas[0].shards.iter_mut());
+        for replica in replicas.iter_mut().skip(1) {
+            prop_assert_eq!(state_hash(replica.shards.iter_mut()), hash.clone());
         }
         // Revocation wins: a revocation that was applied locally (the agent existed there)
         // shows everywhere.

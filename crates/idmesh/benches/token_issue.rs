@@ -211,7 +211,12 @@ async fn bench(secs: f64) {
 
     // The embedded verifier, in process.
     let jwks = Jwks::parse(
-        &TokensClient::new(channel.clone()).get_jwks(GetJwksRequest {}).await.unwrap().into_inner().jwks,
+        &TokensClient::new(channel.clone())
+            .get_jwks(GetJwksRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jwks,
     )
     .unwrap();
     let token = TokensClient::new(channel)

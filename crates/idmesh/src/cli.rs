@@ -42,6 +42,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Other sites as this node sees them: links, sync age, conflicts.
+    #[command(subcommand_required = true)]
+    Mesh {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: MeshCommand,
+    },
+    /// Air-gap transfer: signed bundles of changes, and trust files of sites' public keys.
+    #[command(subcommand_required = true)]
+    Sync {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// The site's signing keys.
     #[command(subcommand_required = true)]
     Keys {
@@ -74,9 +90,11 @@ pub enum TokenCommand {
     },
     /// Verify a token offline against a JWKS file; prints its claims.
     Verify {
-        /// The JWKS file (e.g. saved from `idmesh token jwks`).
+        /// Verify offline against this JWKS file (e.g. saved from `idmesh token jwks`). Without
+        /// it the node at --server verifies: with its own and every trusted site's keys, and
+        /// the agent's standing there (revoked or suspended agents' tokens are refused).
         #[arg(long)]
-        jwks: PathBuf,
+        jwks: Option<PathBuf>,
         /// The token.
         token: String,
         /// Require this audience.
@@ -90,7 +108,56 @@ pub enum TokenCommand {
         leeway_secs: u64,
     },
     /// Print the JWKS of the site (every key not retired), as JSON.
-    Jwks,
+    Jwks {
+        /// Also include the keys of every other site this node trusts (from the trust bundle).
+        #[arg(long)]
+        all_sites: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeshCommand {
+    /// Per remote site: link state, last successful sync, sync age, shards pending; and this
+    /// node's state hash.
+    Status,
+    /// Fields that sites changed concurrently, and the value the merge kept.
+    Conflicts {
+        /// At most this many (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Write this site's changes to FILE as a bundle signed by the site's key.
+    Export {
+        /// Where to write it (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only what SITE was not known to have at its last sync with this node (default:
+        /// everything).
+        #[arg(long)]
+        for_site: Option<String>,
+    },
+    /// Check a bundle from another site and apply it through this site's log. Nothing is
+    /// applied unless the whole file checks out; one way only (nothing is sent back).
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
+    /// Write this site's trust file (issuer and public keys) for a site with no link.
+    ExportTrust {
+        /// Where to write it (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Trust another site's keys from its trust file (needed before importing its bundles when
+    /// the two sites never synced).
+    ImportTrust {
+        /// The trust file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,6 @@
 //! Client commands: `idmesh agent …` and `idmesh site …` against a node's public API.
 
-use crate::cli::{AgentCommand, ClientArgs, SiteCommand};
+use crate::cli::{AgentCommand, ClientArgs, MeshCommand, SiteCommand};
 use crate::exit::Failure;
 use crate::{keyfile, output};
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
@@ -178,5 +178,21 @@ pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failur
         SiteCommand::RemoveNode { node_id } => api.remove_node(RemoveNodeRequest { node_id }).await?,
     };
     output::site_status(client.output, &status.into_inner());
+    Ok(())
+}
+
+pub async fn mesh(client: ClientArgs, command: MeshCommand) -> Result<(), Failure> {
+    let mut api = idmesh_proto::v1::mesh_client::MeshClient::new(connect(&client.server).await?);
+    match command {
+        MeshCommand::Status => {
+            let status = api.get_mesh_status(idmesh_proto::v1::GetMeshStatusRequest {}).await?.into_inner();
+            output::mesh_status(client.output, &status);
+        }
+        MeshCommand::Conflicts { limit } => {
+            let request = idmesh_proto::v1::ListConflictsRequest { limit: limit.unwrap_or(0) };
+            let conflicts = api.list_conflicts(request).await?.into_inner();
+            output::conflicts(client.output, &conflicts);
+        }
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod exit;
 mod keyfile;
 mod node_cmd;
 mod output;
+mod sync_cmd;
 mod token_cmd;
 
 use clap::Parser;
@@ -37,6 +38,8 @@ fn main() -> ExitCode {
             Command::Site { client, command } => client::site(client, command).await,
             Command::Token { client, command } => token_cmd::token(client, command).await,
             Command::Keys { client, command } => token_cmd::keys(client, command).await,
+            Command::Mesh { client, command } => client::mesh(client, command).await,
+            Command::Sync { client, command } => sync_cmd::sync(client, command).await,
         }
     });
     match result {

@@ -42,6 +42,9 @@ pub struct NodeArgs {
     /// Leave out on a node that will be added later with `idmesh site add-node`.
     #[arg(long)]
     pub site_peers: Option<String>,
+    /// Peer addresses of nodes of other sites to keep sync sessions with: SITE=HOST:PORT,...
+    #[arg(long)]
+    pub links: Option<String>,
     /// Leader heartbeat interval [default: 150].
     #[arg(long)]
     pub heartbeat_interval_ms: Option<u64>,
@@ -111,6 +114,7 @@ impl NodeArgs {
             listen,
             peer_listen,
             site_peers,
+            links,
             heartbeat_interval_ms,
             election_timeout_min_ms,
             election_timeout_max_ms,
@@ -147,6 +151,10 @@ impl NodeArgs {
             Some(text) => parse_site_peers(text)?,
             None => BTreeMap::new(),
         };
+        let links = match &a.links {
+            Some(text) => parse_links(text)?,
+            None => Vec::new(),
+        };
         let d = RaftTiming::default();
         let raft = RaftTiming {
             heartbeat_interval_ms: a.heartbeat_interval_ms.unwrap_or(d.heartbeat_interval_ms),
@@ -176,6 +184,7 @@ impl NodeArgs {
             listen: a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700))),
             peer_listen: a.peer_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7701))),
             site_peers,
+            links,
             raft,
             tokens,
         };
@@ -210,6 +219,22 @@ pub fn parse_site_peers(text: &str) -> Result<BTreeMap<NodeId, String>, InvalidF
     Ok(peers)
 }
 
+/// Parses `SITE=HOST:PORT,SITE=HOST:PORT`.
+pub fn parse_links(text: &str) -> Result<Vec<(SiteName, String)>, InvalidField> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (site, addr) = part.split_once('=').ok_or_else(|| {
+                InvalidField::new("links", format!("each entry must be SITE=HOST:PORT (got {part:?})"))
+            })?;
+            let site = SiteName::parse_field("links", site.trim())?;
+            idmesh_node::membership::check_peer_addr("links", addr.trim())?;
+            Ok((site, addr.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
@@ -232,6 +257,7 @@ pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
         listen: args.listen,
         peer_listen: args.peer_listen,
         site_peers: BTreeMap::from([(NodeId(1), args.peer_listen.to_string())]),
+        links: Vec::new(),
         raft: RaftTiming::default(),
     };
     config.validate()?;

@@ -12,8 +12,8 @@ macro_rules! say {
 
 use crate::cli::OutputFormat;
 use idmesh_proto::v1::{
-    Agent, AgentResponse, AgentStatus, IssueTokenResponse, ListSigningKeysResponse, NodeRole,
-    SigningKeyStatus, SiteStatus,
+    Agent, AgentResponse, AgentStatus, IssueTokenResponse, LinkState, ListConflictsResponse,
+    ListSigningKeysResponse, MeshStatus, NodeRole, SigningKeyStatus, SiteStatus,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -232,6 +232,24 @@ pub fn raw_json(text: &str) {
     }
 }
 
+/// Prints a flat JSON object: as it is, or one `key value` line per field.
+pub fn summary(format: OutputFormat, value: &Value) {
+    match (format, value.as_object()) {
+        (OutputFormat::Table, Some(fields)) => {
+            let width = fields.keys().map(String::len).max().unwrap_or(0);
+            for (key, field) in fields {
+                let text = match field {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                say!("{key:width$}  {text}");
+            }
+        }
+        _ => print_json(value),
+    }
+}
+
 /// Prints an issued token.
 pub fn issued_token(format: OutputFormat, token: &IssueTokenResponse) {
     match format {
@@ -316,6 +334,78 @@ pub fn signing_keys(format: OutputFormat, keys: &ListSigningKeysResponse) {
                 })
                 .collect();
             table(["KID", "STATUS", "ACTIVATES_AT_MS", "RETIRES_AT_MS"], &rows);
+        }
+    }
+}
+
+fn link_name(state: i32) -> &'static str {
+    match LinkState::try_from(state) {
+        Ok(LinkState::Connected) => "connected",
+        Ok(LinkState::Connecting) => "connecting",
+        Ok(LinkState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+/// Prints the mesh as a node sees it.
+pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "site": status.site,
+            "node_id": status.node_id,
+            "state_hash": status.state_hash,
+            "sites": status.sites.iter().map(|s| json!({
+                "site": s.site,
+                "link": link_name(s.state),
+                "peer_addr": s.peer_addr,
+                "last_sync_unix_ms": if s.last_sync_unix_ms == 0 { Value::Null } else { json!(s.last_sync_unix_ms) },
+                "sync_age_secs": s.sync_age_secs,
+                "shards_pending": s.shards_pending,
+                "changes_received": s.changes_received,
+                "messages_sent": s.messages_sent,
+                "last_error": if s.last_error.is_empty() { Value::Null } else { json!(s.last_error) },
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            say!("site {} node {}  state hash {}", status.site, status.node_id, status.state_hash);
+            let rows: Vec<[String; 6]> = status
+                .sites
+                .iter()
+                .map(|s| {
+                    [
+                        s.site.clone(),
+                        link_name(s.state).to_owned(),
+                        s.sync_age_secs.map_or("never".to_owned(), |a| format!("{a}s")),
+                        s.shards_pending.to_string(),
+                        s.changes_received.to_string(),
+                        s.last_error.clone(),
+                    ]
+                })
+                .collect();
+            table(["SITE", "LINK", "SYNC AGE", "PENDING", "RECEIVED", "LAST ERROR"], &rows);
+        }
+    }
+}
+
+/// Prints merge conflicts.
+pub fn conflicts(format: OutputFormat, list: &ListConflictsResponse) {
+    match format {
+        OutputFormat::Json => print_json(&json!({
+            "conflicts": list.conflicts.iter().map(|c| json!({
+                "agent": c.agent, "field": c.field, "values": c.values, "kept": c.kept,
+            })).collect::<Vec<_>>(),
+            "truncated": list.truncated,
+        })),
+        OutputFormat::Table => {
+            let rows: Vec<[String; 4]> = list
+                .conflicts
+                .iter()
+                .map(|c| [c.agent.clone(), c.field.clone(), c.values.join(" | "), c.kept.clone()])
+                .collect();
+            table(["AGENT", "FIELD", "VALUES", "KEPT"], &rows);
+            if list.truncated {
+                say!("(more; raise --limit)");
+            }
         }
     }
 }

@@ -9,9 +9,10 @@ use idmesh_proto::v1::site_client::SiteClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
 use idmesh_proto::v1::{
     GetJwksRequest, GetSiteStatusRequest, IssueTokenRequest, ListSigningKeysRequest, RotateSigningKeyRequest,
+    VerifyTokenRequest,
 };
 use idmesh_state::PublicJwk;
-use idmesh_token::access::{self, VerifyRules};
+use idmesh_token::access::{self, AccessClaims, VerifyRules};
 use idmesh_token::{Jwks, jws};
 use idmesh_types::{AgentId, AgentName, TrustDomain, UnixMillis};
 use serde_json::json;
@@ -27,20 +28,38 @@ fn now() -> UnixMillis {
 
 pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Failure> {
     match command {
-        TokenCommand::Verify { jwks, token, audience, issuers, leeway_secs } => {
+        TokenCommand::Verify { jwks: Some(jwks), token, audience, issuers, leeway_secs } => {
             verify(client.output, &jwks, &token, audience, issuers, leeway_secs)
         }
-        TokenCommand::Jwks => {
+        TokenCommand::Verify { jwks: None, token, audience, .. } => {
             let mut api = TokensClient::new(connect(&client.server).await?);
-            let reply = api.get_jwks(GetJwksRequest {}).await?.into_inner();
+            let request = VerifyTokenRequest { token, audience: audience.unwrap_or_default() };
+            let reply = api.verify_token(request).await?.into_inner();
+            if !reply.active {
+                return Err(Failure::server(format!(
+                    "token is not valid at {}: {}",
+                    client.server, reply.reason
+                )));
+            }
+            let claims: AccessClaims = serde_json::from_str(&reply.claims_json)
+                .map_err(|e| Failure::server(format!("the node answered claims that do not parse: {e}")))?;
+            output::token_claims(client.output, &claims);
+            Ok(())
+        }
+        TokenCommand::Jwks { all_sites } => {
+            let mut api = TokensClient::new(connect(&client.server).await?);
+            let reply = api.get_jwks(GetJwksRequest { include_trusted_sites: all_sites }).await?.into_inner();
             output::raw_json(&reply.jwks);
             Ok(())
         }
         TokenCommand::Issue { agent, key, scopes, audiences, ttl_secs } => {
             let key = keyfile::read(&key)?;
             let channel = connect(&client.server).await?;
-            let issuer =
-                TokensClient::new(channel.clone()).get_jwks(GetJwksRequest {}).await?.into_inner().issuer;
+            let issuer = TokensClient::new(channel.clone())
+                .get_jwks(GetJwksRequest::default())
+                .await?
+                .into_inner()
+                .issuer;
             let agent = if agent.starts_with("spiffe://") {
                 AgentId::parse_field("--agent", &agent)?
             } else {

@@ -1,9 +1,11 @@
 //! The public gRPC services of a node.
 
+mod mesh;
 mod registry;
 mod site;
 mod tokens;
 
+pub use mesh::MeshApi;
 pub use registry::RegistryApi;
 pub use site::SiteApi;
 pub use tokens::{KeysApi, TokensApi};

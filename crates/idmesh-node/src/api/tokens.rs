@@ -7,9 +7,11 @@ use idmesh_proto::v1::signing_keys_server::SigningKeys;
 use idmesh_proto::v1::tokens_server::Tokens;
 use idmesh_proto::v1::{
     GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, ListSigningKeysRequest,
-    ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus,
+    ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus, VerifyTokenRequest,
+    VerifyTokenResponse,
 };
 use idmesh_state::KeyStatus;
+use idmesh_types::InvalidField;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -55,12 +57,48 @@ impl Tokens for TokensApi {
         }))
     }
 
-    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+    async fn verify_token(
+        &self,
+        request: Request<VerifyTokenRequest>,
+    ) -> Result<Response<VerifyTokenResponse>, Status> {
+        Ok(Response::new(verify(&self.node, request.into_inner())?))
+    }
+
+    async fn get_jwks(&self, request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        let jwks =
+            if request.into_inner().include_trusted_sites { self.node.mesh_jwks() } else { self.node.jwks() };
         Ok(Response::new(GetJwksResponse {
-            jwks: self.node.jwks().to_json(),
+            jwks: jwks.to_json(),
             issuer: self.node.config().tokens.issuer.clone(),
         }))
     }
+}
+
+/// Most bytes of the audience a verification may require.
+const AUDIENCE_MAX_BYTES: usize = 256;
+
+fn verify(node: &Node, request: VerifyTokenRequest) -> Result<VerifyTokenResponse, NodeError> {
+    if request.token.len() > idmesh_token::TOKEN_MAX_BYTES {
+        return Err(
+            InvalidField::new("token", format!("at most {} bytes", idmesh_token::TOKEN_MAX_BYTES)).into()
+        );
+    }
+    if request.audience.len() > AUDIENCE_MAX_BYTES {
+        return Err(InvalidField::new("audience", format!("at most {AUDIENCE_MAX_BYTES} bytes")).into());
+    }
+    let audience = Some(request.audience).filter(|a| !a.is_empty());
+    Ok(match node.verify_access_token(&request.token, audience) {
+        Ok(verified) => VerifyTokenResponse {
+            active: true,
+            reason: String::new(),
+            claims_json: serde_json::to_string(&verified.claims).unwrap_or_default(),
+            site: verified.site,
+        },
+        Err(rejected) => {
+            tracing::info!(reason = %rejected, "token not valid here");
+            VerifyTokenResponse { active: false, reason: rejected.to_string(), ..Default::default() }
+        }
+    })
 }
 
 /// Signing-key administration of one node.

@@ -3,7 +3,7 @@
 
 use crate::{Node, NodeError};
 use idmesh_raft::WriteOutcome;
-use idmesh_state::Command;
+use idmesh_state::{Command, Entry};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ pub enum ForwardRequest {
     },
     /// Confirm leadership with a quorum and return the index a linearizable read must wait for.
     ReadIndex,
+    /// Propose this entry as it is (changes learned from another site).
+    Propose(Entry),
+    /// Record a change only the leader can make (it owns the working documents).
+    Record(crate::bundle::Record),
 }
 
 /// The leader's answer.
@@ -91,6 +95,8 @@ impl Node {
             }
             ForwardRequest::RemoveNode { node_id } => self.remove_node_as_leader(node_id).await,
             ForwardRequest::ReadIndex => self.read_index_as_leader().await,
+            ForwardRequest::Propose(entry) => self.propose_as_leader(entry).await,
+            ForwardRequest::Record(record) => self.record_request_as_leader(record).await,
         }
     }
 }

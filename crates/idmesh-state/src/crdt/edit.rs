@@ -15,7 +15,7 @@ use std::fmt;
 /// The author of changes: unique per (site, node, term) or per node incarnation, so that a
 /// change lost in a crash can never be confused with a new one of the same sequence number.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Actor([u8; 16]);
+pub struct Actor(pub(super) [u8; 16]);
 
 impl Actor {
     /// An actor from 16 bytes chosen by the caller.

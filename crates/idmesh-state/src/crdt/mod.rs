@@ -12,10 +12,18 @@
 //! apply its bytes. No clock is read here and ids are inputs.
 
 mod edit;
+mod imports;
 mod keys;
 mod materialize;
 mod shard;
+mod sync;
+mod trust;
 
 pub use edit::Actor;
+pub use imports::{ImportRecord, shard_of_bundle};
 pub use materialize::Conflict;
 pub use shard::{CrdtError, SHARD_COUNT, Shard, ShardId, shard_of};
+pub use sync::{SYNC_MESSAGE_MAX_BYTES, SyncMessage, SyncState, decode_sync_message, state_hash};
+pub use trust::{
+    SITE_NAME_PREFIX, SiteTrust, TrustBundle, TrustedKey, shard_of_site, site_entry_name, site_of_entry,
+};

@@ -76,6 +76,17 @@ impl Shard {
         heads
     }
 
+    /// Everything this shard holds that a holder of `heads` lacks, as one compact chunk (empty
+    /// when nothing). Heads this shard does not hold are ignored (then it may give more).
+    pub fn save_after(&mut self, heads: &[[u8; 32]]) -> Vec<u8> {
+        let known: Vec<ChangeHash> = heads
+            .iter()
+            .map(|h| ChangeHash(*h))
+            .filter(|h| self.doc.get_change_by_hash(h).is_some())
+            .collect();
+        if known.is_empty() { self.doc.save() } else { self.doc.save_after(&known) }
+    }
+
     /// Changes this shard has that a holder of `heads` lacks, as bytes.
     pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
         self.doc.get_changes(heads).into_iter().map(|c| c.raw_bytes().to_vec()).collect()
@@ -86,6 +97,21 @@ impl Shard {
     /// materialized state may have changed.
     pub fn apply(&mut self, changes: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
         self.apply_filtered(changes, false)
+    }
+
+    /// Applies chunks as a peer's sync message carries them (single changes, or several changes
+    /// compressed together); missing dependencies wait as for [`Shard::apply`]. Returns the
+    /// agents touched by every change that entered the document.
+    pub fn apply_chunks(&mut self, chunks: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
+        let before = self.doc.get_heads();
+        for chunk in chunks {
+            self.doc.load_incremental(chunk).map_err(|e| CrdtError::Decode(e.to_string()))?;
+        }
+        let mut touched = BTreeSet::new();
+        for change in self.doc.get_changes(&before) {
+            touched.extend(names_in(&change));
+        }
+        Ok(touched)
     }
 
     /// Like [`Shard::apply`], skipping the changes this shard holds already (a leader's working

@@ -1,0 +1,80 @@
+//! A configured link: this node keeps a sync session open with a node of another site, and
+//! retries with exponential backoff and jitter while the other side is unreachable.
+
+use super::{LinkState, session};
+use crate::Node;
+use idmesh_proto::peer::mesh_sync_client::MeshSyncClient;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
+
+/// `base` scaled by a random factor in [0.5, 1.5), so links that failed together do not retry
+/// together.
+fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let factor = if getrandom::getrandom(&mut byte).is_ok() { 0.5 + f64::from(byte[0]) / 256.0 } else { 1.0 };
+    base.mul_f64(factor)
+}
+
+/// Keeps a session with `site` at `addr` until `stopped`.
+pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        node.mesh().update(&site, |s| {
+            s.state = LinkState::Connecting;
+            s.peer_addr = addr.clone();
+        });
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            outcome = dial(&node, &addr) => outcome,
+            _ = stopped.changed() => return,
+        };
+        match outcome {
+            Ok(()) => tracing::info!(site = %site, %addr, "sync session closed"),
+            Err(e) => {
+                tracing::debug!(site = %site, %addr, error = %e, "sync link down");
+                node.mesh().update(&site, |s| {
+                    s.state = LinkState::Down;
+                    s.last_error = e;
+                });
+            }
+        }
+        if started.elapsed() >= STABLE_SESSION {
+            backoff = BACKOFF_FIRST;
+        }
+        let pause = jittered(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn dial(node: &Node, addr: &str) -> Result<(), String> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad link address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (tx, rx) = mpsc::channel(1024);
+    let mut client = MeshSyncClient::new(channel)
+        .max_decoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES);
+    let inbound =
+        client.exchange(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
+    session::run(node.clone(), tx, inbound, Some(addr)).await.map_err(|e| e.to_string())
+}

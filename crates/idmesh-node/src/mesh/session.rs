@@ -1,0 +1,234 @@
+//! One sync session with a node of another site. Both ends run this same loop.
+//!
+//! Each end keeps an automerge sync state per shard for the session, sends what the protocol
+//! asks for, and handles what it receives in batches: the changes of a batch go into this
+//! site's Raft log as one `Remote` entry; once this node has applied that entry, the messages are
+//! fed to their sync states (their changes are then already present) and the shards they came
+//! for are marked for a reply. A peer's bad message ends the session; it never reaches the
+//! state.
+
+use crate::{Node, NodeError, clock};
+use idmesh_proto::peer::sync_frame::Body;
+use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
+use idmesh_state::ChangeBytes;
+use idmesh_state::crdt::{SHARD_COUNT, ShardId, SyncState, decode_sync_message};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+/// How long a session waits for a message before looking for local changes to send.
+const TICK: Duration = Duration::from_millis(250);
+/// Most frames handled as one batch (one Raft entry for their changes).
+const BATCH_FRAMES_MAX: usize = 256;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer broke the protocol (or belongs elsewhere).
+    #[error("peer refused: {0}")]
+    Peer(String),
+    /// The stream closed or failed.
+    #[error("stream ended: {0}")]
+    Stream(String),
+    /// This site could not take the changes in.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Runs a session until the stream ends or fails. `dialled` is the address this node dialled,
+/// if it started the session.
+pub async fn run(
+    node: Node,
+    tx: mpsc::Sender<SyncFrame>,
+    mut rx: impl Stream<Item = Result<SyncFrame, Status>> + Unpin,
+    dialled: Option<&str>,
+) -> Result<(), SessionError> {
+    let config = node.config();
+    let hello = SyncHello {
+        trust_domain: config.trust_domain.to_string(),
+        site: config.site.to_string(),
+        node: config.node_id.0,
+        shard_count: u32::from(SHARD_COUNT),
+    };
+    send(&tx, Body::Hello(hello)).await?;
+    let remote = match rx.next().await {
+        Some(Ok(SyncFrame { body: Some(Body::Hello(hello)) })) => hello,
+        Some(Ok(_)) => return Err(SessionError::Peer("the first message must be a hello".into())),
+        Some(Err(status)) => return Err(SessionError::Stream(status.message().to_owned())),
+        None => return Err(SessionError::Stream("closed before hello".into())),
+    };
+    if remote.trust_domain != config.trust_domain.as_str() {
+        return Err(SessionError::Peer(format!(
+            "peer is of trust domain {:?}, this node of {}",
+            remote.trust_domain, config.trust_domain
+        )));
+    }
+    if remote.site == config.site.as_str() {
+        return Err(SessionError::Peer("peer is of this site: sites sync only with other sites".into()));
+    }
+    if remote.shard_count != u32::from(SHARD_COUNT) {
+        return Err(SessionError::Peer(format!(
+            "peer has {} shards, this node {SHARD_COUNT}",
+            remote.shard_count
+        )));
+    }
+    let site = remote.site.clone();
+    tracing::info!(site = %site, peer_node = remote.node, "sync session open");
+    node.mesh().update(&site, |s| {
+        s.state = super::LinkState::Connected;
+        if let Some(addr) = dialled {
+            s.peer_addr = addr.to_owned();
+        }
+        s.last_error.clear();
+    });
+    let result = exchange(&node, &site, &tx, &mut rx).await;
+    node.mesh().update(&site, |s| {
+        s.state = super::LinkState::Down;
+        if let Err(e) = &result {
+            s.last_error = e.to_string();
+        }
+    });
+    result
+}
+
+async fn send(tx: &mpsc::Sender<SyncFrame>, body: Body) -> Result<(), SessionError> {
+    tx.send(SyncFrame { body: Some(body) })
+        .await
+        .map_err(|_| SessionError::Stream("the peer went away".into()))
+}
+
+async fn exchange(
+    node: &Node,
+    site: &str,
+    tx: &mpsc::Sender<SyncFrame>,
+    rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
+) -> Result<(), SessionError> {
+    let mut states: Vec<SyncState> = (0..SHARD_COUNT).map(|_| SyncState::new()).collect();
+    let mut dirty: BTreeSet<u16> = (0..SHARD_COUNT).collect();
+    let mut seen_applied = node.applied_index();
+    let mut stopped = node.stopped();
+    loop {
+        let mut sent = 0u64;
+        for shard in std::mem::take(&mut dirty) {
+            let state = &mut states[usize::from(shard)];
+            let message =
+                node.shared().with_applied(ShardId(shard), |doc| doc.generate_sync_message(state))?;
+            if let Some(message) = message {
+                send(tx, Body::Shard(ShardSync { shard: u32::from(shard), message: message.into() })).await?;
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            node.mesh().update(site, |s| s.messages_sent += sent);
+        }
+        let first = tokio::select! {
+            frame = rx.next() => match frame {
+                Some(Ok(frame)) => Some(frame),
+                Some(Err(status)) => return Err(SessionError::Stream(status.message().to_owned())),
+                None => return Ok(()),
+            },
+            _ = tokio::time::sleep(TICK) => None,
+            _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+        };
+        match first {
+            Some(frame) => {
+                let mut frames = vec![frame];
+                while frames.len() < BATCH_FRAMES_MAX {
+                    match tokio::time::timeout(Duration::from_millis(1), rx.next()).await {
+                        Ok(Some(Ok(frame))) => frames.push(frame),
+                        Ok(Some(Err(status))) => {
+                            return Err(SessionError::Stream(status.message().to_owned()));
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                dirty.extend(receive(node, site, &mut states, frames).await?);
+            }
+            None => {
+                let applied = node.applied_index();
+                if applied != seen_applied {
+                    // Something changed here (a local write, or changes from a third site):
+                    // let the protocol see whether the peer needs it.
+                    seen_applied = applied;
+                    dirty.extend(0..SHARD_COUNT);
+                } else {
+                    let pending = pending_shards(node, &mut states)?;
+                    let known: Vec<Option<Vec<[u8; 32]>>> = states
+                        .iter()
+                        .map(|s| s.their_heads.as_ref().map(|h| h.iter().map(|c| c.0).collect()))
+                        .collect();
+                    node.mesh().update(site, |s| {
+                        s.shards_pending = pending;
+                        s.known_heads = known;
+                        if pending == 0 {
+                            s.last_sync = Some(clock::now());
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Handles a batch of frames; returns the shards to answer on.
+async fn receive(
+    node: &Node,
+    site: &str,
+    states: &mut [SyncState],
+    frames: Vec<SyncFrame>,
+) -> Result<BTreeSet<u16>, SessionError> {
+    let mut messages = Vec::with_capacity(frames.len());
+    let mut chunks = Vec::new();
+    for frame in frames {
+        let Some(Body::Shard(ShardSync { shard, message })) = frame.body else {
+            return Err(SessionError::Peer("only shard messages may follow the hello".into()));
+        };
+        let shard = u16::try_from(shard)
+            .ok()
+            .filter(|s| *s < SHARD_COUNT)
+            .ok_or_else(|| SessionError::Peer(format!("no shard {shard}")))?;
+        let (message, message_chunks) =
+            decode_sync_message(&message).map_err(|e| SessionError::Peer(format!("shard {shard}: {e}")))?;
+        chunks.extend(message_chunks.into_iter().map(|c| (ShardId(shard), ChangeBytes(c))));
+        messages.push((shard, message));
+    }
+    if !chunks.is_empty() {
+        let count = chunks.len() as u64;
+        let index = node.propose_remote(site, chunks).await?;
+        node.wait_applied(index).await?;
+        node.mesh().update(site, |s| s.changes_received += count);
+    }
+    let mut answer = BTreeSet::new();
+    for (shard, message) in messages {
+        let state = &mut states[usize::from(shard)];
+        node.shared()
+            .with_applied(ShardId(shard), |doc| doc.receive_sync_message(state, message))?
+            .map_err(|e| SessionError::Peer(format!("shard {shard}: {e}")))?;
+        answer.insert(shard);
+    }
+    Ok(answer)
+}
+
+/// Shards on which the peer's last known heads differ from ours (or are unknown).
+fn pending_shards(node: &Node, states: &mut [SyncState]) -> Result<u32, SessionError> {
+    let mut pending = 0u32;
+    for (shard, state) in states.iter().enumerate() {
+        let ours = node.shared().with_applied(ShardId(shard as u16), |doc| doc.heads())?;
+        let theirs = state.their_heads.clone().map(|mut h| {
+            h.sort();
+            h
+        });
+        if theirs.as_ref() != Some(&ours) {
+            pending += 1;
+        }
+    }
+    Ok(pending)
+}
+
+impl From<std::io::Error> for SessionError {
+    fn from(e: std::io::Error) -> Self {
+        SessionError::Node(NodeError::Storage { detail: e.to_string() })
+    }
+}

@@ -1,0 +1,92 @@
+//! Verifying an access token at this node, whichever site of the trust domain issued it: the
+//! signing key is this site's own or one the trust bundle carries; then the agent must still be
+//! in good standing as this node has applied it (a revocation made anywhere holds here as soon
+//! as it is applied here).
+
+use crate::{Node, clock};
+use idmesh_state::AgentStatus;
+use idmesh_token::access::{self, AccessClaims, VerifyRules};
+use idmesh_token::{Jwks, jws};
+use idmesh_types::AgentId;
+
+/// A token that verified: its claims and the site whose key signed it.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The claims.
+    pub claims: AccessClaims,
+    /// The site whose key signed it.
+    pub site: String,
+}
+
+/// Why a token is not valid here.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenRejected {
+    /// Not a well-formed token, a bad signature, wrong issuer or audience, expired…
+    #[error("{0}")]
+    Invalid(String),
+    /// Signed by a key this node does not know.
+    #[error(
+        "signing key {kid} is not known at this site: the issuing site's keys have not reached it yet (sync, or import a bundle)"
+    )]
+    UnknownKey {
+        /// The key id.
+        kid: String,
+    },
+    /// The agent is not (or no longer) in good standing here.
+    #[error("agent {agent} is {status} at this site")]
+    Agent {
+        /// The agent.
+        agent: String,
+        /// `revoked`, `suspended` or `not registered`.
+        status: &'static str,
+    },
+}
+
+impl Node {
+    /// Verifies `token` (for `audience`, if given) against this site's keys and the trust
+    /// bundle, then checks its agent's standing in this node's applied state.
+    pub fn verify_access_token(
+        &self,
+        token: &str,
+        audience: Option<String>,
+    ) -> Result<VerifiedToken, TokenRejected> {
+        let now = clock::now();
+        let parsed = jws::parse(token).map_err(|e| TokenRejected::Invalid(e.to_string()))?;
+        let kid =
+            parsed.header.kid.clone().ok_or_else(|| TokenRejected::Invalid("kid is required".into()))?;
+        let own_site = self.config().site.as_str();
+        let (site, issuer, public) = {
+            let state = self.shared().read();
+            let own = state.state.keys.published_at(now).find(|k| k.kid == kid);
+            match own {
+                Some(key) => (own_site.to_owned(), self.config().tokens.issuer.clone(), key.public.clone()),
+                None => match state.state.trust.key(&kid) {
+                    Some((site, trust, key)) if site != own_site && key.verifies_at(now) => {
+                        (site.to_owned(), trust.issuer.clone(), key.public.clone())
+                    }
+                    _ => return Err(TokenRejected::UnknownKey { kid }),
+                },
+            }
+        };
+        let rules =
+            VerifyRules { issuers: vec![issuer], audience, leeway_secs: self.config().tokens.leeway_secs };
+        let claims = access::verify(token, &Jwks::new([public]), &rules, now)
+            .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
+        if claims.idmesh.site != site {
+            return Err(TokenRejected::Invalid(format!(
+                "token names site {:?} but was signed by a key of site {site}",
+                claims.idmesh.site
+            )));
+        }
+        let agent_id = AgentId::parse_field("client_id", &claims.client_id)
+            .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
+        let status = self.shared().read().state.registry.get(&agent_id).map(|a| a.status);
+        let rejected = |status| TokenRejected::Agent { agent: claims.client_id.clone(), status };
+        match status {
+            Some(AgentStatus::Active) => Ok(VerifiedToken { claims, site }),
+            Some(AgentStatus::Suspended) => Err(rejected("suspended")),
+            Some(AgentStatus::Revoked) => Err(rejected("revoked")),
+            None => Err(rejected("not registered")),
+        }
+    }
+}
