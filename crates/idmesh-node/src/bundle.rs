@@ -147,13 +147,16 @@ impl Node {
         let mut batch: Vec<(ShardId, ChangeBytes)> = Vec::new();
         let mut batch_bytes = 0usize;
         let mut last_index = None;
+        let mut dropped_total = 0u32;
         for (shard, chunk) in opened.chunks {
             if !batch.is_empty()
                 && (batch_bytes + chunk.len() > IMPORT_ENTRY_MAX_BYTES
                     || batch.len() == REMOTE_CHANGES_MAX_COUNT)
             {
-                last_index =
-                    Some(self.propose_remote(&header.origin_site, std::mem::take(&mut batch)).await?);
+                let (index, dropped) =
+                    self.propose_remote(&header.origin_site, std::mem::take(&mut batch)).await?;
+                dropped_total += dropped;
+                last_index = Some(index);
                 entries += 1;
                 batch_bytes = 0;
             }
@@ -161,11 +164,24 @@ impl Node {
             batch.push((shard, ChangeBytes(chunk)));
         }
         if !batch.is_empty() {
-            last_index = Some(self.propose_remote(&header.origin_site, batch).await?);
+            let (index, dropped) = self.propose_remote(&header.origin_site, batch).await?;
+            dropped_total += dropped;
+            last_index = Some(index);
             entries += 1;
         }
         if let Some(index) = last_index {
             self.wait_applied(index).await?;
+        }
+        if dropped_total > 0 {
+            // Signed by the origin yet not loadable: a bug at the origin. What loaded stays
+            // (chunks are independent); the bundle is not marked imported, so a fixed export
+            // can still be imported.
+            return Err(NodeError::Storage {
+                detail: format!(
+                    "{dropped_total} chunks of bundle {} did not load and were skipped",
+                    header.bundle_id
+                ),
+            });
         }
         let record = Record::BundleImported {
             bundle_id: header.bundle_id.clone(),

@@ -242,15 +242,19 @@ impl Node {
     }
 
     /// Puts changes learned from site `origin` into this site's log; returns the entry's index
-    /// once committed and applied by the leader.
+    /// once committed and applied by the leader, and how many chunks did not load (dropped on
+    /// every replica alike).
     pub async fn propose_remote(
         &self,
         origin: &str,
         changes: Vec<(ShardId, ChangeBytes)>,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<(u64, u32), NodeError> {
         let entry = Entry::Remote { origin: origin.to_owned(), changes };
         match self.on_leader(ForwardRequest::Propose(entry), false).await? {
-            ForwardReply::Written { log_index, .. } => Ok(log_index),
+            ForwardReply::Written { log_index, outcome: WriteOutcome::Merged { dropped, .. } } => {
+                Ok((log_index, dropped))
+            }
+            ForwardReply::Written { log_index, .. } => Ok((log_index, 0)),
             other => Err(unexpected(&other)),
         }
     }

@@ -98,7 +98,8 @@ pub(crate) fn apply_entry(
                 }
             }
             tracing::debug!(origin = %origin, accepted, dropped, "remote changes applied");
-            Ok(WriteOutcome::Nothing)
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            Ok(WriteOutcome::Merged { accepted: count(accepted), dropped: count(dropped) })
         }
     }
 }

@@ -27,6 +27,14 @@ pub enum WriteOutcome {
     Refused(StateError),
     /// The entry carried no command (a blank or membership entry).
     Nothing,
+    /// Changes from another site: how many chunks entered the documents, and how many did not
+    /// load and were dropped (every replica drops the same ones).
+    Merged {
+        /// Chunks applied.
+        accepted: u32,
+        /// Chunks dropped.
+        dropped: u32,
+    },
 }
 
 openraft::declare_raft_types!(

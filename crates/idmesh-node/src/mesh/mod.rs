@@ -3,7 +3,7 @@
 
 mod link;
 mod service;
-mod session;
+pub mod session;
 
 pub use link::run_link;
 pub use service::MeshSyncService;

@@ -37,14 +37,29 @@ impl MeshSync for MeshSyncService {
         request: Request<Streaming<SyncFrame>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
+        let (frames_tx, mut frames_rx) = mpsc::channel::<SyncFrame>(OUTBOUND_QUEUE_FRAMES);
+        let (out_tx, out_rx) = mpsc::channel::<Result<SyncFrame, Status>>(OUTBOUND_QUEUE_FRAMES);
         let node = self.node.clone();
         tokio::spawn(async move {
-            if let Err(e) = session::run(node, tx, inbound, None).await {
+            let forward = async {
+                while let Some(frame) = frames_rx.recv().await {
+                    if out_tx.send(Ok(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            // The session owns `frames_tx`: forwarding ends when the session does.
+            let (result, ()) = tokio::join!(session::run(node, frames_tx, inbound, None), forward);
+            if let Err(e) = result {
                 tracing::info!(error = %e, "incoming sync session ended");
+                if let session::SessionError::Peer(reason) = e {
+                    // Tell the dialler why, so its `mesh status` shows the reason too.
+                    let _ = out_tx
+                        .send(Err(Status::failed_precondition(format!("sync refused: {reason}"))))
+                        .await;
+                }
             }
         });
-        let outbound = tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<SyncFrame, Status>);
-        Ok(Response::new(Box::pin(outbound)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }

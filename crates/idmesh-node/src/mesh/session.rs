@@ -22,6 +22,8 @@ use tonic::Status;
 const TICK: Duration = Duration::from_millis(250);
 /// Most frames handled as one batch (one Raft entry for their changes).
 const BATCH_FRAMES_MAX: usize = 256;
+/// Most bytes of sync messages handled as one batch (bounds the Raft entry they become).
+const BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +61,31 @@ pub async fn run(
         Some(Err(status)) => return Err(SessionError::Stream(status.message().to_owned())),
         None => return Err(SessionError::Stream("closed before hello".into())),
     };
-    if remote.trust_domain != config.trust_domain.as_str() {
-        return Err(SessionError::Peer(format!(
+    let refusal = if remote.trust_domain != config.trust_domain.as_str() {
+        Some(format!(
             "peer is of trust domain {:?}, this node of {}",
             remote.trust_domain, config.trust_domain
-        )));
-    }
-    if remote.site == config.site.as_str() {
-        return Err(SessionError::Peer("peer is of this site: sites sync only with other sites".into()));
-    }
-    if remote.shard_count != u32::from(SHARD_COUNT) {
-        return Err(SessionError::Peer(format!(
-            "peer has {} shards, this node {SHARD_COUNT}",
-            remote.shard_count
-        )));
+        ))
+    } else if remote.site == config.site.as_str() {
+        Some("peer is of this site: sites sync only with other sites".to_owned())
+    } else if remote.shard_count != u32::from(SHARD_COUNT) {
+        Some(format!("peer has {} shards, this node {SHARD_COUNT}", remote.shard_count))
+    } else if idmesh_types::SiteName::parse_field("site", &remote.site).is_err() {
+        Some(format!("peer names an invalid site {:?}", remote.site))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(site = %remote.site, trust_domain = %remote.trust_domain, peer_node = remote.node, %reason, "sync peer refused");
+        if remote.site.len() <= idmesh_types::limits::SITE_NAME_MAX_BYTES
+            && remote.site != config.site.as_str()
+        {
+            node.mesh().update(&remote.site, |s| {
+                s.state = super::LinkState::Down;
+                s.last_error = format!("refused: {reason}");
+            });
+        }
+        return Err(SessionError::Peer(reason));
     }
     let site = remote.site.clone();
     tracing::info!(site = %site, peer_node = remote.node, "sync session open");
@@ -134,10 +147,14 @@ async fn exchange(
         };
         match first {
             Some(frame) => {
+                let mut bytes = frame_bytes(&frame);
                 let mut frames = vec![frame];
-                while frames.len() < BATCH_FRAMES_MAX {
+                while frames.len() < BATCH_FRAMES_MAX && bytes < BATCH_BYTES_MAX {
                     match tokio::time::timeout(Duration::from_millis(1), rx.next()).await {
-                        Ok(Some(Ok(frame))) => frames.push(frame),
+                        Ok(Some(Ok(frame))) => {
+                            bytes += frame_bytes(&frame);
+                            frames.push(frame);
+                        }
                         Ok(Some(Err(status))) => {
                             return Err(SessionError::Stream(status.message().to_owned()));
                         }
@@ -172,6 +189,13 @@ async fn exchange(
     }
 }
 
+fn frame_bytes(frame: &SyncFrame) -> usize {
+    match &frame.body {
+        Some(Body::Shard(shard)) => shard.message.len(),
+        _ => 0,
+    }
+}
+
 /// Handles a batch of frames; returns the shards to answer on.
 async fn receive(
     node: &Node,
@@ -196,12 +220,18 @@ async fn receive(
     }
     if !chunks.is_empty() {
         let count = chunks.len() as u64;
-        let index = node.propose_remote(site, chunks).await?;
+        let (index, dropped) = node.propose_remote(site, chunks).await?;
         node.wait_applied(index).await?;
-        node.mesh().update(site, |s| s.changes_received += count);
+        node.mesh().update(site, |s| s.changes_received += count - u64::from(dropped));
+        if dropped > 0 {
+            return Err(SessionError::Peer(format!("{dropped} of {count} change chunks did not load")));
+        }
     }
     let mut answer = BTreeSet::new();
-    for (shard, message) in messages {
+    for (shard, mut message) in messages {
+        // Its changes went through the log; the sync state only needs the rest (a change must
+        // never enter a document any other way).
+        message.changes = Vec::<Vec<u8>>::new().into();
         let state = &mut states[usize::from(shard)];
         node.shared()
             .with_applied(ShardId(shard), |doc| doc.receive_sync_message(state, message))?

@@ -14,6 +14,25 @@ use std::future::Future;
 use std::sync::Arc;
 use tonic::Code;
 
+/// Most (estimated) bytes of entries in one append request: half the peer message limit, so a
+/// lagging follower is sent big entries (changes from another site, bundles) a few at a time.
+const APPEND_BYTES_BUDGET: usize = super::PEER_MESSAGE_MAX_BYTES / 2;
+
+/// Estimated encoded size of an entry: its change bytes travel base64-encoded in JSON.
+fn entry_weight(entry: &openraft::alias::EntryOf<TypeConfig>) -> usize {
+    const OVERHEAD: usize = 512;
+    match &entry.payload {
+        openraft::EntryPayload::Normal(idmesh_state::Entry::Remote { changes, .. }) => {
+            changes.iter().map(|(_, c)| c.0.len() * 4 / 3 + 32).sum::<usize>() + OVERHEAD
+        }
+        openraft::EntryPayload::Normal(idmesh_state::Entry::Agent { change, .. })
+        | openraft::EntryPayload::Normal(idmesh_state::Entry::Publish { change, .. }) => {
+            change.0.len() * 4 / 3 + OVERHEAD
+        }
+        _ => OVERHEAD,
+    }
+}
+
 /// Shortest deadline given to a Raft RPC.
 const RPC_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -104,7 +123,29 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let mut rpc = rpc;
+        let total: usize = rpc.entries.iter().map(entry_weight).sum();
+        if total <= APPEND_BYTES_BUDGET {
+            return self.call(Rpc::Append, &rpc, &option).await;
+        }
+        // Send the longest prefix within the budget (at least one entry) and report it as a
+        // partial success: openraft sends the rest next.
+        let mut kept = 0usize;
+        let mut bytes = 0usize;
+        for entry in &rpc.entries {
+            let weight = entry_weight(entry);
+            if kept > 0 && bytes + weight > APPEND_BYTES_BUDGET {
+                break;
+            }
+            bytes += weight;
+            kept += 1;
+        }
+        rpc.entries.truncate(kept);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        match self.call(Rpc::Append, &rpc, &option).await? {
+            AppendEntriesResponse::Success => Ok(AppendEntriesResponse::PartialSuccess(last)),
+            other => Ok(other),
+        }
     }
 
     async fn vote(

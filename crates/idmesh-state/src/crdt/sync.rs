@@ -13,8 +13,10 @@ pub type SyncState = State;
 /// A sync message, decoded.
 pub type SyncMessage = Message;
 
-/// Largest encoded sync message accepted from a peer.
-pub const SYNC_MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Largest encoded sync message accepted from a peer. automerge sends every change a peer lacks
+/// in a shard in one message, so this bounds the backlog of one shard (about 100,000 agent
+/// changes); it stays under the peer listener's frame limit (64 MiB).
+pub const SYNC_MESSAGE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 impl Shard {
     /// The next message to send to a peer, if the protocol has anything to say.

@@ -1,0 +1,206 @@
+//! A remote peer cannot hurt a site: a peer of another trust domain (or of this site) is refused
+//! at hello with the reason sent back and shown in the mesh status; sync messages that do not
+//! decode, name no shard, exceed the size limit or carry changes that do not load end the
+//! session; in every case the node's state hash is unchanged and the node keeps serving.
+//! In-process node on a `MemStore`, real gRPC on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use idmesh_node::{Node, NodeConfig, RaftTiming, RunningNode, TokenSettings};
+use idmesh_proto::peer::mesh_sync_client::MeshSyncClient;
+use idmesh_proto::peer::sync_frame::Body;
+use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
+use idmesh_state::crdt::{Actor, SHARD_COUNT, Shard, SyncState, shard_of};
+use idmesh_state::{Agent, AgentStatus, Op, RegisterAgent};
+use idmesh_store::MemStore;
+use idmesh_types::{NodeId, SiteName, TrustDomain, UnixMillis};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+
+const TRUST_DOMAIN: &str = "acme.example";
+
+async fn start() -> RunningNode {
+    let trust_domain = TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap();
+    let site = SiteName::parse_field("site", "east").unwrap();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = NodeConfig {
+        node_id: NodeId(1),
+        tokens: TokenSettings::defaults_for(&trust_domain, &site),
+        site,
+        trust_domain,
+        data_dir: "mem".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        peer_listen: peer,
+        site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
+        raft: RaftTiming::default(),
+        links: Vec::new(),
+    };
+    let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.node.signing_keys().is_empty() {
+        assert!(Instant::now() < deadline, "no signing key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = format!("spiffe://{TRUST_DOMAIN}/agents/resident").parse().unwrap();
+    let op = Op::RegisterAgent(RegisterAgent {
+        id,
+        owner: "ops".into(),
+        labels: BTreeMap::new(),
+        credentials: vec![],
+    });
+    running.node.write(op).await.unwrap();
+    running
+}
+
+fn hello(trust_domain: &str, site: &str) -> SyncFrame {
+    SyncFrame {
+        body: Some(Body::Hello(SyncHello {
+            trust_domain: trust_domain.into(),
+            site: site.into(),
+            node: 9,
+            shard_count: u32::from(SHARD_COUNT),
+        })),
+    }
+}
+
+fn shard_frame(shard: u32, message: Vec<u8>) -> SyncFrame {
+    SyncFrame { body: Some(Body::Shard(ShardSync { shard, message: message.into() })) }
+}
+
+/// Opens a session, sends `frames`, and returns the error status that ends it (reading past
+/// the node's own frames), or `None` if it stays open for 5 s.
+async fn session(running: &RunningNode, frames: Vec<SyncFrame>) -> Option<tonic::Status> {
+    let mut client = MeshSyncClient::connect(format!("http://{}", running.peer_addr))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(16);
+    for frame in frames {
+        tx.send(frame).await.unwrap();
+    }
+    let mut inbound = client.exchange(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.next()).await {
+            Ok(Some(Ok(_frame))) => continue,
+            Ok(Some(Err(status))) => return Some(status),
+            Ok(None) => return Some(tonic::Status::ok("closed")),
+            Err(_) => {
+                drop(tx);
+                return None;
+            }
+        }
+    }
+}
+
+fn remote_error(running: &RunningNode, site: &str) -> String {
+    running.node.mesh().sites().into_iter().find(|s| s.site == site).map(|s| s.last_error).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_another_trust_domain_or_of_this_site_are_refused_at_hello() {
+    let running = start().await;
+    let before = running.node.shared().state_hash();
+
+    let status = session(&running, vec![hello("other.example", "west")]).await.expect("session must end");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("trust domain"), "{}", status.message());
+    assert!(
+        remote_error(&running, "west").contains("trust domain \"other.example\""),
+        "{}",
+        remote_error(&running, "west")
+    );
+
+    let status = session(&running, vec![hello(TRUST_DOMAIN, "east")]).await.expect("session must end");
+    assert!(status.message().contains("this site"), "{}", status.message());
+
+    let status = session(&running, vec![shard_frame(1, vec![0])]).await.expect("session must end");
+    assert!(status.message().contains("hello"), "{status:?}");
+
+    assert_eq!(running.node.shared().state_hash(), before);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sync_messages_end_the_session_and_change_nothing() {
+    let running = start().await;
+    let before = running.node.shared().state_hash();
+    let cases: Vec<(SyncFrame, &str)> = vec![
+        (shard_frame(5, b"not a sync message".to_vec()), "shard 5"),
+        (shard_frame(u32::from(SHARD_COUNT), vec![0x42, 0]), "no shard"),
+        (shard_frame(7, vec![0x42; 33 * 1024 * 1024]), "over"),
+    ];
+    for (frame, expected) in cases {
+        let status =
+            session(&running, vec![hello(TRUST_DOMAIN, "west"), frame]).await.expect("session must end");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains(expected), "{expected:?} not in {:?}", status.message());
+        assert_eq!(running.node.shared().state_hash(), before, "after {expected}");
+    }
+    // Still serving.
+    let id = format!("spiffe://{TRUST_DOMAIN}/agents/after").parse().unwrap();
+    let op = Op::RegisterAgent(RegisterAgent {
+        id,
+        owner: "ops".into(),
+        labels: BTreeMap::new(),
+        credentials: vec![],
+    });
+    running.node.write(op).await.unwrap();
+    running.shutdown().await;
+}
+
+/// A sync message from a real "west" document that carries one change, damaged in its body.
+fn damaged_change_message() -> (u32, Vec<u8>) {
+    let agent: Agent = {
+        let mut registry = idmesh_state::Registry::new(TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap());
+        let id = format!("spiffe://{TRUST_DOMAIN}/agents/intruder").parse().unwrap();
+        let op = Op::RegisterAgent(RegisterAgent {
+            id,
+            owner: "x".into(),
+            labels: BTreeMap::new(),
+            credentials: vec![],
+        });
+        registry.apply(&idmesh_state::Command { at: UnixMillis(1), op }).unwrap()
+    };
+    assert_eq!(agent.status, AgentStatus::Active);
+    let shard = shard_of(agent.id.name());
+    let mut west = Shard::new();
+    west.record(&Actor::derive("west", 1, 1, 0), UnixMillis(1), None, &agent).unwrap().unwrap();
+    // Run the protocol against an empty peer until west sends its change.
+    let (mut west_state, mut peer_state) = (SyncState::new(), SyncState::new());
+    let mut peer = Shard::new();
+    for _ in 0..4 {
+        let message = west.generate_sync_message(&mut west_state).unwrap();
+        let (decoded, chunks) = idmesh_state::crdt::decode_sync_message(&message).unwrap();
+        if !chunks.is_empty() {
+            let mut damaged = message.clone();
+            let at = damaged.len() - 8;
+            damaged[at] ^= 0xff;
+            return (u32::from(shard.0), damaged);
+        }
+        peer.receive_sync_message(&mut peer_state, decoded).unwrap();
+        if let Some(reply) = peer.generate_sync_message(&mut peer_state) {
+            let (decoded, _) = idmesh_state::crdt::decode_sync_message(&reply).unwrap();
+            west.receive_sync_message(&mut west_state, decoded).unwrap();
+        }
+    }
+    panic!("west never sent its change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_does_not_load_ends_the_session_and_changes_nothing() {
+    let running = start().await;
+    let before = running.node.shared().state_hash();
+    let (shard, message) = damaged_change_message();
+    let status = session(&running, vec![hello(TRUST_DOMAIN, "west"), shard_frame(shard, message)])
+        .await
+        .expect("session must end");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert_eq!(running.node.shared().state_hash(), before);
+    let intruder = format!("spiffe://{TRUST_DOMAIN}/agents/intruder").parse().unwrap();
+    assert!(running.node.shared().read().state.registry.get(&intruder).is_none());
+    running.shutdown().await;
+}
