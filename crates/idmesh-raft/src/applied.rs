@@ -19,6 +19,8 @@ pub struct ShardSlot {
     pub applied: Shard,
     /// The leader's working copy (absent on followers, dropped when leadership changes).
     pub working: Option<Shard>,
+    /// Changes stored one by one since the document was last saved whole (see `compact`).
+    pub unsaved: usize,
 }
 
 /// What a node has applied.
@@ -188,7 +190,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
             .collect();
         changes_loaded += changes.len();
         applied.apply_chunks(&changes).map_err(|e| corrupt(shard, &e.to_string()))?;
-        shards.push(ShardSlot { applied, working: None });
+        shards.push(ShardSlot { applied, working: None, unsaved: changes.len() });
     }
     tracing::info!(
         agents = registry.len(),

@@ -88,6 +88,7 @@ pub(crate) fn apply_entry(
                         let n = u32::try_from(n)
                             .map_err(|_| io::Error::other("too many changes in one entry"))?;
                         batch.put(keys::crdt_change_key(shard.0, index, n), chunk.0);
+                        slot.unsaved += 1;
                         persist_agents(state, shard, touched, batch)?;
                         accepted += 1;
                     }
@@ -123,6 +124,7 @@ fn apply_changes(
         // Already holds the leader's own changes; remote ones must reach it too.
         let _ = working.apply_missing(&bytes);
     }
+    slot.unsaved += bytes.len();
     for (n, change) in bytes.into_iter().enumerate() {
         let n = u32::try_from(n).map_err(|_| io::Error::other("too many changes in one entry"))?;
         batch.put(keys::crdt_change_key(shard.0, index, n), change);

@@ -14,6 +14,7 @@
 mod applied;
 mod apply;
 mod codec;
+mod compact;
 pub mod flusher;
 pub mod keys;
 mod log_store;

@@ -158,7 +158,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut state = self.shared.write();
             *state = AppliedState {
                 state: site.clone(),
-                shards: shards.into_iter().map(|applied| ShardSlot { applied, working: None }).collect(),
+                shards: shards
+                    .into_iter()
+                    .map(|applied| ShardSlot { applied, working: None, unsaved: 0 })
+                    .collect(),
                 working_owner: None,
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
@@ -194,9 +197,18 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 SnapshotMeta { last_log_id: state.last_applied, last_membership: state.membership.clone() };
             (state.state.clone(), meta)
         };
-        // openraft purges the log up to the snapshot next: the state machine's own writes up to
-        // `last_applied` must be durable first, so that no entry it still needs is lost.
+        // Fold shards' accumulated changes into saved documents (bounded storage and restart
+        // time), then make everything durable: openraft purges the log up to the snapshot next,
+        // so the state machine's own writes up to `last_applied` must be on disk first.
+        let compacted = crate::compact::compact_shards(self.store.as_ref(), &self.shared)?;
         flush(&self.store).await?;
+        if compacted.shards > 0 {
+            tracing::info!(
+                shards = compacted.shards,
+                changes = compacted.changes,
+                "shard documents saved whole"
+            );
+        }
         let agents = site.registry.len();
         let snapshot =
             Snapshot { meta, snapshot: SnapshotData::View { state: site, shared: self.shared.clone() } };

@@ -206,3 +206,63 @@ async fn a_saved_vote_is_durable_when_save_returns() {
     let (mut log, _sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
     assert_eq!(log.get_log_reader().await.read_vote().await.unwrap(), Some(vote));
 }
+
+/// Like [`register`], for agent `a<agent>` at log index `index`, with an actor of its own for
+/// every agent number.
+fn register_at(index: u64, agent: u64) -> Entry {
+    let command = Command {
+        at: UnixMillis(1000 + index),
+        op: Op::RegisterAgent(RegisterAgent {
+            id: format!("spiffe://acme.example/agents/a{agent}").parse().unwrap(),
+            owner: "o".into(),
+            labels: Default::default(),
+            credentials: vec![],
+        }),
+    };
+    let after = agent_after(&td(), None, &command).unwrap();
+    let shard = shard_of(after.id.name());
+    let mut actor = [0u8; 16];
+    actor[..8].copy_from_slice(&agent.to_be_bytes());
+    let change = Shard::new().record(&Actor::from_bytes(actor), command.at, None, &after).unwrap().unwrap();
+    Entry::new_normal(
+        log_id(index),
+        idmesh_state::Entry::Agent { command, shard, change: ChangeBytes(change) },
+    )
+}
+
+fn stored_changes(store: &MemStore, shard: u16) -> usize {
+    store
+        .scan(&KeyRange::prefix(&idmesh_raft::keys::crdt_changes_prefix(shard)), Order::Ascending, usize::MAX)
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn a_snapshot_folds_a_busy_shards_changes_into_its_saved_document() {
+    // 300 agents that all live in one shard.
+    let target = shard_of(&"a1".parse().unwrap());
+    let agents: Vec<u64> =
+        (1..).filter(|i| shard_of(&format!("a{i}").parse().unwrap()) == target).take(300).collect();
+    let store = MemStore::new();
+    let (_log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
+    let entries: Vec<Entry> = agents.iter().enumerate().map(|(n, a)| register_at(n as u64 + 1, *a)).collect();
+    apply(&mut sm, entries).await;
+    assert_eq!(stored_changes(&store, target.0), 300);
+    let hash = sm.shared().state_hash();
+
+    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(stored_changes(&store, target.0), 0, "the saved document covers every stored change");
+    assert!(store.get(&idmesh_raft::keys::crdt_doc_key(target.0)).unwrap().is_some());
+
+    // A change after the save stays a change of its own; a restart loads both.
+    let later = (agents[299] + 1..).find(|i| shard_of(&format!("a{i}").parse().unwrap()) == target).unwrap();
+    apply(&mut sm, vec![register_at(301, later)]).await;
+    let hash_after = sm.shared().state_hash();
+    assert_ne!(hash_after, hash);
+    store.flush().unwrap();
+    store.crash();
+    let (_log, sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
+    assert_eq!(stored_changes(&store, target.0), 1);
+    assert_eq!(sm.shared().state_hash(), hash_after);
+    assert_eq!(sm.shared().read().state.registry.len(), 301);
+}
