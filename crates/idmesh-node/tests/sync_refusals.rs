@@ -23,8 +23,12 @@ use tokio_stream::wrappers::ReceiverStream;
 const TRUST_DOMAIN: &str = "acme.example";
 
 async fn start() -> RunningNode {
+    start_site("east", Vec::new()).await
+}
+
+async fn start_site(site: &str, links: Vec<(SiteName, String)>) -> RunningNode {
     let trust_domain = TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap();
-    let site = SiteName::parse_field("site", "east").unwrap();
+    let site = SiteName::parse_field("site", site).unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = NodeConfig {
         node_id: NodeId(1),
@@ -36,12 +40,14 @@ async fn start() -> RunningNode {
         peer_listen: peer,
         site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
         raft: RaftTiming::default(),
-        links: Vec::new(),
+        links,
     };
     let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while running.node.signing_keys().is_empty() {
-        assert!(Instant::now() < deadline, "no signing key");
+    // Wait for the site's keys to be published in its trust bundle too: that changes the state
+    // hash, and the tests compare hashes.
+    while running.node.shared().read().state.trust.site(running.node.config().site.as_str()).is_none() {
+        assert!(Instant::now() < deadline, "no signing key published");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = format!("spiffe://{TRUST_DOMAIN}/agents/resident").parse().unwrap();
@@ -203,4 +209,25 @@ async fn a_change_that_does_not_load_ends_the_session_and_changes_nothing() {
     let intruder = format!("spiffe://{TRUST_DOMAIN}/agents/intruder").parse().unwrap();
     assert!(running.node.shared().read().state.registry.get(&intruder).is_none());
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_reaches_a_node_of_another_site_than_configured_is_refused() {
+    let north = start_site("north", Vec::new()).await;
+    let west = SiteName::parse_field("site", "west").unwrap();
+    let east = start_site("east", vec![(west, north.peer_addr.to_string())]).await;
+    let before = (east.node.shared().state_hash(), north.node.shared().state_hash());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let error = remote_error(&east, "west");
+        if error.contains("reached") {
+            assert!(error.contains("\"north\""), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal shown for the link to west: {error:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((east.node.shared().state_hash(), north.node.shared().state_hash()), before);
+    east.shutdown().await;
+    north.shutdown().await;
 }

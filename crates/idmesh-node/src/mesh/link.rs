@@ -1,5 +1,8 @@
 //! A configured link: this node keeps a sync session open with a node of another site, and
-//! retries with exponential backoff and jitter while the other side is unreachable.
+//! retries with exponential backoff and jitter while the other side is unreachable or refuses.
+//! A session that opened (got past the hello) resets the backoff: a link that flaps every few
+//! seconds reconnects at once each time, and every session keeps what it transferred (changes
+//! are in the log before they are acknowledged to the protocol), so it still makes progress.
 
 use super::{LinkState, session};
 use crate::Node;
@@ -11,8 +14,6 @@ use tonic::transport::Endpoint;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A session that lasted this long resets the backoff.
-const STABLE_SESSION: Duration = Duration::from_secs(10);
 
 /// `base` scaled by a random factor in [0.5, 1.5), so links that failed together do not retry
 /// together.
@@ -33,9 +34,9 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
             s.state = LinkState::Connecting;
             s.peer_addr = addr.clone();
         });
-        let started = tokio::time::Instant::now();
+        let opened_before = node.mesh().sessions_opened(&site);
         let outcome = tokio::select! {
-            outcome = dial(&node, &addr) => outcome,
+            outcome = dial(&node, &site, &addr) => outcome,
             _ = stopped.changed() => return,
         };
         match outcome {
@@ -48,7 +49,7 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
                 });
             }
         }
-        if started.elapsed() >= STABLE_SESSION {
+        if node.mesh().sessions_opened(&site) > opened_before {
             backoff = BACKOFF_FIRST;
         }
         let pause = jittered(backoff);
@@ -60,7 +61,7 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
     }
 }
 
-async fn dial(node: &Node, addr: &str) -> Result<(), String> {
+async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad link address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(2))
@@ -76,5 +77,5 @@ async fn dial(node: &Node, addr: &str) -> Result<(), String> {
         .max_encoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES);
     let inbound =
         client.exchange(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
-    session::run(node.clone(), tx, inbound, Some(addr)).await.map_err(|e| e.to_string())
+    session::run(node.clone(), tx, inbound, Some((site, addr))).await.map_err(|e| e.to_string())
 }

@@ -42,6 +42,8 @@ pub struct RemoteSite {
     pub messages_sent: u64,
     /// The last error, if the last session ended with one.
     pub last_error: String,
+    /// Sessions that got past the hello.
+    pub sessions_opened: u64,
     /// Per shard, the heads the site was last known to have (from sync sessions; in memory
     /// only). Bundles made for the site leave out what it has.
     pub known_heads: Vec<Option<Vec<[u8; 32]>>>,
@@ -66,6 +68,7 @@ impl MeshState {
             changes_received: 0,
             messages_sent: 0,
             last_error: String::new(),
+            sessions_opened: 0,
             known_heads: Vec::new(),
         });
         f(entry);
@@ -74,6 +77,12 @@ impl MeshState {
     /// A copy of every entry, by site name.
     pub fn sites(&self) -> Vec<RemoteSite> {
         self.sites.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Sessions opened with `site` so far.
+    pub fn sessions_opened(&self, site: &str) -> u64 {
+        let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        sites.get(site).map_or(0, |s| s.sessions_opened)
     }
 
     /// The heads `site` was last known to hold in each shard (`None` where unknown).

@@ -39,13 +39,13 @@ pub enum SessionError {
     Node(#[from] NodeError),
 }
 
-/// Runs a session until the stream ends or fails. `dialled` is the address this node dialled,
-/// if it started the session.
+/// Runs a session until the stream ends or fails. `dialled` is the site and address this node
+/// dialled, if it started the session: the peer must be of that site.
 pub async fn run(
     node: Node,
     tx: mpsc::Sender<SyncFrame>,
     mut rx: impl Stream<Item = Result<SyncFrame, Status>> + Unpin,
-    dialled: Option<&str>,
+    dialled: Option<(&str, &str)>,
 ) -> Result<(), SessionError> {
     let config = node.config();
     let hello = SyncHello {
@@ -70,6 +70,8 @@ pub async fn run(
         Some("peer is of this site: sites sync only with other sites".to_owned())
     } else if remote.shard_count != u32::from(SHARD_COUNT) {
         Some(format!("peer has {} shards, this node {SHARD_COUNT}", remote.shard_count))
+    } else if let Some((expected, addr)) = dialled.filter(|(expected, _)| *expected != remote.site) {
+        Some(format!("the link to site {expected} reached {addr}, a node of site {:?}", remote.site))
     } else if idmesh_types::SiteName::parse_field("site", &remote.site).is_err() {
         Some(format!("peer names an invalid site {:?}", remote.site))
     } else {
@@ -77,10 +79,10 @@ pub async fn run(
     };
     if let Some(reason) = refusal {
         tracing::warn!(site = %remote.site, trust_domain = %remote.trust_domain, peer_node = remote.node, %reason, "sync peer refused");
-        if remote.site.len() <= idmesh_types::limits::SITE_NAME_MAX_BYTES
-            && remote.site != config.site.as_str()
-        {
-            node.mesh().update(&remote.site, |s| {
+        // Shown under the site this node dialled, else under the name the peer gave.
+        let shown = dialled.map_or(remote.site.as_str(), |(expected, _)| expected);
+        if shown.len() <= idmesh_types::limits::SITE_NAME_MAX_BYTES && shown != config.site.as_str() {
+            node.mesh().update(shown, |s| {
                 s.state = super::LinkState::Down;
                 s.last_error = format!("refused: {reason}");
             });
@@ -91,7 +93,8 @@ pub async fn run(
     tracing::info!(site = %site, peer_node = remote.node, "sync session open");
     node.mesh().update(&site, |s| {
         s.state = super::LinkState::Connected;
-        if let Some(addr) = dialled {
+        s.sessions_opened += 1;
+        if let Some((_, addr)) = dialled {
             s.peer_addr = addr.to_owned();
         }
         s.last_error.clear();
