@@ -2,8 +2,11 @@
 //!
 //! Each node gets its own data dir under one temp dir and its own free ports. Processes are
 //! killed when the `Site` is dropped; if the test panicked, the tail of every node's log is
-//! printed first. Sites in one test binary run one at a time (they share two cores).
+//! printed first. Sites in one test binary run one at a time (they share two cores); a `Mesh`
+//! holds several named sites, possibly of other trust domains, as one turn.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+pub mod proxy;
 
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
 use idmesh_proto::v1::signing_keys_client::SigningKeysClient;
@@ -58,20 +61,37 @@ pub struct NodeProc {
     pub log_path: PathBuf,
     pub child: Option<Child>,
     pub site_peers: Option<String>,
+    /// Flags added to this node's command line only (after the site's `Options::extra_args`),
+    /// e.g. its `--links`.
+    pub extra_args: Vec<String>,
 }
 
 pub struct Site {
+    /// The site's name (`SITE` for `Site::start`).
+    pub name: String,
+    pub trust_domain: String,
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, NodeProc>,
     pub options: Options,
-    _turn: MutexGuard<'static, ()>,
+    /// `None` when a `Mesh` holds the turn for all its sites.
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 impl Site {
     /// `n` nodes forming one site, all started.
     pub fn start(n: u64, options: Options) -> Site {
         let turn = ONE_SITE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::tempdir().unwrap();
+        let mut site = Site::prepare(SITE, TRUST_DOMAIN, n, options);
+        site._turn = Some(turn);
+        site.spawn_all();
+        site
+    }
+
+    /// `n` nodes forming site `name` of `trust_domain`, none started yet (their addresses are
+    /// chosen, so other sites and proxies can refer to them; see `NodeProc::extra_args` and
+    /// `spawn_all`). Takes no turn: use it through `Mesh`.
+    fn prepare(name: &str, trust_domain: &str, n: u64, options: Options) -> Site {
+        let dir = tempfile::Builder::new().prefix(&format!("idmesh-{name}-")).tempdir().unwrap();
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             nodes.insert(id, NodeProc::new(dir.path(), id));
@@ -81,11 +101,22 @@ impl Site {
         for node in nodes.values_mut() {
             node.site_peers = Some(peers.clone());
         }
-        let mut site = Site { dir, nodes, options, _turn: turn };
-        for id in 1..=n {
-            site.spawn(id);
+        Site {
+            name: name.to_owned(),
+            trust_domain: trust_domain.to_owned(),
+            dir,
+            nodes,
+            options,
+            _turn: None,
         }
-        site
+    }
+
+    /// Starts every node that is not running.
+    pub fn spawn_all(&mut self) {
+        let idle: Vec<u64> = self.nodes.values().filter(|n| n.child.is_none()).map(|n| n.id).collect();
+        for id in idle {
+            self.spawn(id);
+        }
     }
 
     /// A new node `id` that is not an initial member (no site peers), started.
@@ -106,12 +137,13 @@ impl Site {
         let mut cmd = Command::new(BIN);
         cmd.arg("node")
             .args(["--node-id", &id.to_string()])
-            .args(["--site", SITE, "--trust-domain", TRUST_DOMAIN])
+            .args(["--site", &self.name, "--trust-domain", &self.trust_domain])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--listen", &node.public.to_string()])
             .args(["--peer-listen", &node.peer.to_string()])
             .args(&self.options.extra_args)
+            .args(&node.extra_args)
             .env("RUST_LOG", "info,openraft=warn");
         if let Some(peers) = &node.site_peers {
             cmd.args(["--site-peers", peers]);
@@ -268,7 +300,7 @@ impl Drop for Site {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for id in self.nodes.keys().copied().collect::<Vec<_>>() {
-                eprintln!("---- log of node {id} (tail) ----\n{}", self.log_tail(id, 60));
+                eprintln!("---- log of {} node {id} (tail) ----\n{}", self.name, self.log_tail(id, 60));
             }
         }
         for id in self.nodes.keys().copied().collect::<Vec<_>>() {
@@ -287,7 +319,56 @@ impl NodeProc {
             log_path: dir.join(format!("node-{id}.log")),
             child: None,
             site_peers: None,
+            extra_args: Vec::new(),
         }
+    }
+}
+
+/// Several named sites in one test, started as one turn (see `ONE_SITE_AT_A_TIME`). Dropping it
+/// kills every node (printing log tails first if the test panicked).
+pub struct Mesh {
+    pub sites: BTreeMap<String, Site>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Mesh {
+    /// An empty mesh; waits for the turn.
+    pub fn new() -> Mesh {
+        let turn = ONE_SITE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        Mesh { sites: BTreeMap::new(), _turn: turn }
+    }
+
+    /// Adds site `name` of `trust_domain` with `n` nodes, not started (`start` starts it).
+    pub fn add_site(&mut self, name: &str, trust_domain: &str, n: u64, options: Options) -> &mut Site {
+        assert!(!self.sites.contains_key(name), "site {name} added twice");
+        let site = Site::prepare(name, trust_domain, n, options);
+        self.sites.entry(name.to_owned()).or_insert(site)
+    }
+
+    /// Starts every node of every site that is not running.
+    pub fn start(&mut self) {
+        for site in self.sites.values_mut() {
+            site.spawn_all();
+        }
+    }
+
+    pub fn site(&self, name: &str) -> &Site {
+        self.sites.get(name).unwrap_or_else(|| panic!("no site {name}"))
+    }
+
+    pub fn site_mut(&mut self, name: &str) -> &mut Site {
+        self.sites.get_mut(name).unwrap_or_else(|| panic!("no site {name}"))
+    }
+
+    /// Every node of every site, as (site, node id).
+    pub fn all_nodes(&self) -> Vec<(String, u64)> {
+        self.sites.values().flat_map(|s| s.nodes.keys().map(|id| (s.name.clone(), *id))).collect()
+    }
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh::new()
     }
 }
 

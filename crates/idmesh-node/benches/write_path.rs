@@ -44,7 +44,8 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn idmesh_store::Store> = match agents {
             Some(_) => Arc::new(
-                idmesh_store::SledStore::open(dir.path().join("store"), idmesh_store::SledOptions::default()).unwrap(),
+                idmesh_store::SledStore::open(dir.path().join("store"), idmesh_store::SledOptions::default())
+                    .unwrap(),
             ),
             None => Arc::new(MemStore::new()),
         };
@@ -53,7 +54,8 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let done = Arc::new(AtomicU64::new(0));
-        let deadline = Instant::now() + Duration::from_secs_f64(if agents.is_some() { 86_400.0 } else { secs });
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(if agents.is_some() { 86_400.0 } else { secs });
         let quota = agents.unwrap_or(u64::MAX);
         let started = Instant::now();
         let handles: Vec<_> = (0..tasks)
@@ -80,7 +82,10 @@ fn main() {
         }
         let n = done.load(Ordering::Relaxed).min(quota);
         let elapsed = started.elapsed().as_secs_f64();
-        println!("write_path: {n} registrations in {elapsed:.1} s by {tasks} tasks: {:.0}/s", n as f64 / elapsed);
+        println!(
+            "write_path: {n} registrations in {elapsed:.1} s by {tasks} tasks: {:.0}/s",
+            n as f64 / elapsed
+        );
         if agents.is_some() {
             store.flush().unwrap();
             let disk = store.size_on_disk().unwrap();

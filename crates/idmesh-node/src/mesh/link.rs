@@ -9,11 +9,14 @@ use crate::Node;
 use idmesh_proto::peer::mesh_sync_client::MeshSyncClient;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a failed session waits for the peer to end its side.
+const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// `base` scaled by a random factor in [0.5, 1.5), so links that failed together do not retry
 /// together.
@@ -42,7 +45,7 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
         match outcome {
             Ok(()) => tracing::info!(site = %site, %addr, "sync session closed"),
             Err(e) => {
-                tracing::debug!(site = %site, %addr, error = %e, "sync link down");
+                tracing::info!(site = %site, %addr, error = %e, "sync link down");
                 node.mesh().update(&site, |s| {
                     s.state = LinkState::Down;
                     s.last_error = e;
@@ -75,7 +78,15 @@ async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
     let mut client = MeshSyncClient::new(channel)
         .max_decoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES);
-    let inbound =
+    let mut inbound =
         client.exchange(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
-    session::run(node.clone(), tx, inbound, Some((site, addr))).await.map_err(|e| e.to_string())
+    let result = session::run(node.clone(), tx, &mut inbound, Some((site, addr))).await;
+    if result.is_err() {
+        // Let what this end sent (its hello, at least) reach the peer before the stream is
+        // dropped, so the peer can record its own view of a refusal: wait, briefly, for the
+        // peer to end its side.
+        let drain = async { while inbound.next().await.is_some() {} };
+        let _ = tokio::time::timeout(DRAIN_AFTER_ERROR, drain).await;
+    }
+    result.map_err(|e| e.to_string())
 }

@@ -11,7 +11,7 @@ use crate::{Node, NodeError, clock};
 use idmesh_proto::peer::sync_frame::Body;
 use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
 use idmesh_state::ChangeBytes;
-use idmesh_state::crdt::{SHARD_COUNT, ShardId, SyncState, decode_sync_message};
+use idmesh_state::crdt::{ChangeHash, SHARD_COUNT, ShardId, SyncState, decode_sync_message};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ pub enum SessionError {
 pub async fn run(
     node: Node,
     tx: mpsc::Sender<SyncFrame>,
-    mut rx: impl Stream<Item = Result<SyncFrame, Status>> + Unpin,
+    rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
     dialled: Option<(&str, &str)>,
 ) -> Result<(), SessionError> {
     let config = node.config();
@@ -99,7 +99,7 @@ pub async fn run(
         }
         s.last_error.clear();
     });
-    let result = exchange(&node, &site, &tx, &mut rx).await;
+    let result = exchange(&node, &site, &tx, rx).await;
     node.mesh().update(&site, |s| {
         s.state = super::LinkState::Down;
         if let Err(e) = &result {
@@ -122,6 +122,8 @@ async fn exchange(
     rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
 ) -> Result<(), SessionError> {
     let mut states: Vec<SyncState> = (0..SHARD_COUNT).map(|_| SyncState::new()).collect();
+    // Per shard, the heads this end really sent the peer (see `receive`).
+    let mut told: Vec<Vec<ChangeHash>> = vec![Vec::new(); usize::from(SHARD_COUNT)];
     let mut dirty: BTreeSet<u16> = (0..SHARD_COUNT).collect();
     let mut seen_applied = node.applied_index();
     let mut stopped = node.stopped();
@@ -132,6 +134,7 @@ async fn exchange(
             let message =
                 node.shared().with_applied(ShardId(shard), |doc| doc.generate_sync_message(state))?;
             if let Some(message) = message {
+                told[usize::from(shard)].clone_from(&state.last_sent_heads);
                 send(tx, Body::Shard(ShardSync { shard: u32::from(shard), message: message.into() })).await?;
                 sent += 1;
             }
@@ -164,7 +167,7 @@ async fn exchange(
                         Ok(None) | Err(_) => break,
                     }
                 }
-                dirty.extend(receive(node, site, &mut states, frames).await?);
+                dirty.extend(receive(node, site, &mut states, &told, frames).await?);
             }
             None => {
                 let applied = node.applied_index();
@@ -204,6 +207,7 @@ async fn receive(
     node: &Node,
     site: &str,
     states: &mut [SyncState],
+    told: &[Vec<ChangeHash>],
     frames: Vec<SyncFrame>,
 ) -> Result<BTreeSet<u16>, SessionError> {
     let mut messages = Vec::with_capacity(frames.len());
@@ -231,14 +235,22 @@ async fn receive(
         }
     }
     let mut answer = BTreeSet::new();
-    for (shard, mut message) in messages {
-        // Its changes went through the log; the sync state only needs the rest (a change must
-        // never enter a document any other way).
-        message.changes = Vec::<Vec<u8>>::new().into();
+    for (shard, message) in messages {
+        // Its changes went through the log and are in the document already (a chunk that did
+        // not load ended the session above), so feeding the whole message adds nothing to the
+        // document; the protocol needs to see the changes to know what to answer.
         let state = &mut states[usize::from(shard)];
         node.shared()
             .with_applied(ShardId(shard), |doc| doc.receive_sync_message(state, message))?
             .map_err(|e| SessionError::Peer(format!("shard {shard}: {e}")))?;
+        // automerge counts heads as sent when the peer announces the very heads this end has,
+        // though this end never sent them; then the peer never learns that this end caught up
+        // (through a third site) and keeps reporting the shard pending. Undo that: an end
+        // announces its heads at least once.
+        let told = &told[usize::from(shard)];
+        if state.last_sent_heads != *told {
+            state.last_sent_heads.clone_from(told);
+        }
         answer.insert(shard);
     }
     Ok(answer)

@@ -23,7 +23,7 @@ pub use edit::Actor;
 pub use imports::{ImportRecord, shard_of_bundle};
 pub use materialize::Conflict;
 pub use shard::{CrdtError, SHARD_COUNT, Shard, ShardId, shard_of};
-pub use sync::{SYNC_MESSAGE_MAX_BYTES, SyncMessage, SyncState, decode_sync_message, state_hash};
+pub use sync::{ChangeHash, SYNC_MESSAGE_MAX_BYTES, SyncMessage, SyncState, decode_sync_message, state_hash};
 pub use trust::{
     SITE_NAME_PREFIX, SiteTrust, TrustBundle, TrustedKey, shard_of_site, site_entry_name, site_of_entry,
 };

@@ -10,6 +10,9 @@ use sha2::{Digest, Sha256};
 /// The sync state of one shard with one peer.
 pub type SyncState = State;
 
+/// The hash of a change (a document's heads are a set of them).
+pub type ChangeHash = automerge::ChangeHash;
+
 /// A sync message, decoded.
 pub type SyncMessage = Message;
 
