@@ -712,3 +712,133 @@ async fn a_peer_from_another_trust_domain_is_refused() {
     assert_eq!(after, home_hash, "our node took changes in from another trust domain");
     eprintln!("a_peer_from_another_trust_domain_is_refused took {:?}", started.elapsed());
 }
+
+/// Two single-node sites of our trust domain with no link between them.
+async fn two_sites(a: &str, b: &str, a_args: Vec<String>) -> Mesh {
+    let mut mesh = Mesh::new();
+    mesh.add_site(a, TRUST_DOMAIN, 1, Options::default());
+    mesh.add_site(b, TRUST_DOMAIN, 1, Options::default());
+    mesh.site_mut(a).nodes.get_mut(&1).unwrap().extra_args = a_args;
+    mesh.start();
+    for site in mesh.sites.values() {
+        site.wait_leader(LEADER).await;
+    }
+    mesh
+}
+
+/// Runs the CLI (JSON output) and expects it to fail with exit 1 and `code` in its message.
+fn refused(mesh: &Mesh, site: &str, args: &[&str], code: &str) -> String {
+    let out = run(mesh, site, 1, args);
+    assert_eq!(out.status.code(), Some(1), "`idmesh {}` should be refused: {}", args.join(" "), stdout(&out));
+    let message = stderr(&out);
+    assert!(message.contains(code), "`idmesh {}`: expected {code}: {message}", args.join(" "));
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_a_revocation_to_a_site_with_no_link() {
+    let mesh = two_sites("hq", "vault", Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    ok(&mesh, "hq", 1, &["agent", "register", "courier", "--owner", "ops"]);
+    ok(&mesh, "hq", 1, &["agent", "register", "mole", "--owner", "ops", "--generate-key", &file("mole.jwk")]);
+    let token = issue(&mesh, "hq", 1, "mole", Path::new(&file("mole.jwk")));
+    ok(&mesh, "hq", 1, &["agent", "revoke", "mole", "--reason", "turned"]);
+    ok(&mesh, "hq", 1, &["sync", "export", "--out", &file("hq.bundle")]);
+    let vault_before = settled_hash(&mesh, "vault", 1).await;
+
+    // The vault has never heard of hq: refused, nothing applied.
+    let message = refused(&mesh, "vault", &["sync", "import", &file("hq.bundle")], "FAILED_PRECONDITION");
+    assert!(message.contains("import-trust"), "{message}");
+    // The operator carries hq's trust file across first.
+    ok(&mesh, "hq", 1, &["sync", "export-trust", "--out", &file("hq.trust")]);
+    ok(&mesh, "vault", 1, &["sync", "import-trust", &file("hq.trust")]);
+    let vault_trusting = settled_hash(&mesh, "vault", 1).await;
+    assert_ne!(vault_trusting, vault_before);
+
+    // Damaged bundles are refused whole.
+    let bundle = std::fs::read(file("hq.bundle")).unwrap();
+    let mut flipped = bundle.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(file("flipped.bundle"), &flipped).unwrap();
+    std::fs::write(file("short.bundle"), &bundle[..bundle.len() - 100]).unwrap();
+    for damaged in ["flipped.bundle", "short.bundle"] {
+        refused(&mesh, "vault", &["sync", "import", &file(damaged)], "INVALID_ARGUMENT");
+    }
+    assert_eq!(settled_hash(&mesh, "vault", 1).await, vault_trusting, "a refused bundle changed the vault");
+    assert!(agent(&mesh, "vault", 1, "mole").is_none());
+
+    // The real one: the revocation arrives, and hq's token for the mole is refused here.
+    let imported = ok(&mesh, "vault", 1, &["sync", "import", &file("hq.bundle")]);
+    assert_eq!(imported["origin_site"], "hq", "{imported}");
+    assert_eq!(status_of(&agent(&mesh, "vault", 1, "mole").unwrap()), "revoked");
+    assert_eq!(status_of(&agent(&mesh, "vault", 1, "courier").unwrap()), "active");
+    let out = verify(&mesh, "vault", 1, &token);
+    assert!(!out.status.success() && stderr(&out).contains("revoked"), "{}", stderr(&out));
+    refused(&mesh, "vault", &["agent", "resume", "mole"], "FAILED_PRECONDITION");
+    // Once is enough: a second import is refused and changes nothing.
+    let after = settled_hash(&mesh, "vault", 1).await;
+    refused(&mesh, "vault", &["sync", "import", &file("hq.bundle")], "ALREADY_EXISTS");
+    assert_eq!(settled_hash(&mesh, "vault", 1).await, after);
+    // One way only: hq learnt nothing of the vault.
+    let hq = mesh_status(mesh.site("hq").node(1).public).await.unwrap();
+    assert!(hq.sites.is_empty(), "hq heard from somewhere: {hq:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_still_makes_progress() {
+    // Site "near" dials "far" through a proxy that is up 2 s, down 1 s, over and over.
+    let mut mesh = Mesh::new();
+    mesh.add_site("near", TRUST_DOMAIN, 1, Options::default());
+    mesh.add_site("far", TRUST_DOMAIN, 1, Options::default());
+    let proxy = std::sync::Arc::new(proxy_to("near-far", mesh.site("far").node(1).peer, &mesh));
+    mesh.site_mut("near").nodes.get_mut(&1).unwrap().extra_args = links("far", proxy.addr());
+    mesh.start();
+    for site in mesh.sites.values() {
+        site.wait_leader(LEADER).await;
+    }
+    let flapping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flapper = {
+        let (proxy, flapping) = (proxy.clone(), flapping.clone());
+        std::thread::spawn(move || {
+            let mut cuts = 0u32;
+            while flapping.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(2));
+                proxy.cut();
+                cuts += 1;
+                std::thread::sleep(Duration::from_secs(1));
+                proxy.heal();
+            }
+            cuts
+        })
+    };
+    // Both sides write, in small rounds spread over several flaps.
+    let mut near = mesh.site("near").registry(1).await;
+    let mut far = mesh.site("far").registry(1).await;
+    let mut written = 0usize;
+    let writing = Instant::now();
+    while writing.elapsed() < Duration::from_secs(10) {
+        for (api, prefix) in [(&mut near, "n"), (&mut far, "f")] {
+            for i in written..written + 10 {
+                let request = idmesh_proto::v1::RegisterAgentRequest {
+                    agent: format!("{prefix}{i}"),
+                    owner: "flap".into(),
+                    ..Default::default()
+                };
+                api.register_agent(request).await.unwrap();
+            }
+        }
+        written += 10;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let hash = wait_converged(&mesh, "with the link flapping").await;
+    flapping.store(false, std::sync::atomic::Ordering::SeqCst);
+    let cuts = flapper.join().unwrap();
+    assert!(cuts >= 3, "the link flapped only {cuts} times while the sites wrote: the test proved nothing");
+    for site in ["near", "far"] {
+        let all = agents(&mesh, site, 1);
+        let count = all.keys().filter(|n| n.starts_with('n') || n.starts_with('f')).count();
+        assert_eq!(count, 2 * written, "{site} holds {count} agents at hash {hash}");
+    }
+}
