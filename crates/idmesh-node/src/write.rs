@@ -254,6 +254,7 @@ impl Node {
             ForwardReply::Written { log_index, outcome: WriteOutcome::Merged { dropped, .. } } => {
                 Ok((log_index, dropped))
             }
+            ForwardReply::Written { outcome: WriteOutcome::Refused(refused), .. } => Err(refused.into()),
             ForwardReply::Written { log_index, .. } => Ok((log_index, 0)),
             other => Err(unexpected(&other)),
         }

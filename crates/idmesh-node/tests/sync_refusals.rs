@@ -231,3 +231,94 @@ async fn a_link_that_reaches_a_node_of_another_site_than_configured_is_refused()
     east.shutdown().await;
     north.shutdown().await;
 }
+
+/// A remote site whose shard holds more changes than one log entry may carry, all for one
+/// agent (10,001 label updates).
+fn busy_remote_shard() -> (Shard, Agent) {
+    let td = TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap();
+    let mut registry = idmesh_state::Registry::new(td);
+    let id: idmesh_types::AgentId = format!("spiffe://{TRUST_DOMAIN}/agents/chatty").parse().unwrap();
+    let op = Op::RegisterAgent(RegisterAgent {
+        id: id.clone(),
+        owner: "x".into(),
+        labels: BTreeMap::new(),
+        credentials: vec![],
+    });
+    let mut agent = registry.apply(&idmesh_state::Command { at: UnixMillis(1), op }).unwrap();
+    let mut shard = Shard::new();
+    let actor = Actor::derive("west", 1, 1, 0);
+    shard.record(&actor, UnixMillis(1), None, &agent).unwrap().unwrap();
+    for n in 0..idmesh_state::REMOTE_CHANGES_MAX_COUNT as u64 {
+        let update = idmesh_state::UpdateAgent {
+            id: id.clone(),
+            owner: None,
+            labels: Some(BTreeMap::from([("n".to_owned(), n.to_string())])),
+            add_credentials: vec![],
+            remove_credentials: vec![],
+            expected_revision: None,
+        };
+        let at = UnixMillis(2 + n);
+        let after = registry.apply(&idmesh_state::Command { at, op: Op::UpdateAgent(update) }).unwrap();
+        shard.record(&actor, at, Some(&agent), &after).unwrap().unwrap();
+        agent = after;
+    }
+    (shard, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_changes_than_one_log_entry_holds_all_arrive_through_the_log() {
+    let running = start().await;
+    let (mut west, agent) = busy_remote_shard();
+    let shard = shard_of(agent.id.name());
+    let mut client = MeshSyncClient::connect(format!("http://{}", running.peer_addr))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 * 1024 * 1024)
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(hello(TRUST_DOMAIN, "west")).await.unwrap();
+    let mut inbound = client.exchange(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    // Play the remote end of the protocol for this shard. Without the v2 capability the node's
+    // messages do not let us send the whole document: the changes travel one by one.
+    let mut state = SyncState::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let first = west.generate_sync_message(&mut state).unwrap();
+    tx.send(shard_frame(u32::from(shard.0), first)).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, inbound.next())
+            .await
+            .expect("node went quiet")
+            .unwrap()
+            .unwrap();
+        let Some(Body::Shard(ShardSync { shard: s, message })) = frame.body else { continue };
+        if s != u32::from(shard.0) {
+            continue;
+        }
+        let (decoded, _) = idmesh_state::crdt::decode_sync_message(&message).unwrap();
+        west.receive_sync_message(&mut state, decoded).unwrap();
+        state.their_capabilities = None;
+        match west.generate_sync_message(&mut state) {
+            Some(next) => tx.send(shard_frame(u32::from(shard.0), next)).await.unwrap(),
+            None => break,
+        }
+        let known = running.node.shared().read().state.registry.get(&agent.id).cloned();
+        if known.as_ref() == Some(&agent) {
+            break;
+        }
+    }
+    // Every change went through the log and materialized: the node holds the agent exactly as
+    // the remote made it, and the shard's heads agree.
+    let wait = Instant::now() + Duration::from_secs(60);
+    loop {
+        let known = running.node.shared().read().state.registry.get(&agent.id).cloned();
+        if known.as_ref() == Some(&agent) {
+            break;
+        }
+        assert!(Instant::now() < wait, "agent as materialized: {known:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let heads = running.node.shared().with_applied(shard, |doc| doc.heads()).unwrap();
+    assert_eq!(heads, west.heads());
+    drop(tx);
+    running.shutdown().await;
+}

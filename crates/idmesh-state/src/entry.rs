@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// Most changes one remote entry carries.
-pub const REMOTE_CHANGES_MAX_COUNT: usize = 10_000;
+pub const REMOTE_CHANGES_MAX_COUNT: usize = 2_000;
 
 /// The bytes of one automerge change (base64 when serialized as JSON).
 #[derive(Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@
 use crate::{Node, NodeError, clock};
 use idmesh_proto::peer::sync_frame::Body;
 use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
-use idmesh_state::ChangeBytes;
 use idmesh_state::crdt::{ChangeHash, SHARD_COUNT, ShardId, SyncState, decode_sync_message};
+use idmesh_state::{ChangeBytes, REMOTE_CHANGES_MAX_COUNT};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -225,9 +225,13 @@ async fn receive(
         chunks.extend(message_chunks.into_iter().map(|c| (ShardId(shard), ChangeBytes(c))));
         messages.push((shard, message));
     }
-    if !chunks.is_empty() {
-        let count = chunks.len() as u64;
-        let (index, dropped) = node.propose_remote(site, chunks).await?;
+    // Into the log, at most REMOTE_CHANGES_MAX_COUNT chunks per entry; every chunk must load.
+    let mut rest = chunks;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(REMOTE_CHANGES_MAX_COUNT));
+        let part = std::mem::replace(&mut rest, tail);
+        let count = part.len() as u64;
+        let (index, dropped) = node.propose_remote(site, part).await?;
         node.wait_applied(index).await?;
         node.mesh().update(site, |s| s.changes_received += count - u64::from(dropped));
         if dropped > 0 {
@@ -240,9 +244,21 @@ async fn receive(
         // not load ended the session above), so feeding the whole message adds nothing to the
         // document; the protocol needs to see the changes to know what to answer.
         let state = &mut states[usize::from(shard)];
-        node.shared()
-            .with_applied(ShardId(shard), |doc| doc.receive_sync_message(state, message))?
-            .map_err(|e| SessionError::Peer(format!("shard {shard}: {e}")))?;
+        let (before, result, after) = node.shared().with_applied(ShardId(shard), |doc| {
+            let before = doc.heads();
+            let result = doc.receive_sync_message(state, message);
+            (before, result, doc.heads())
+        })?;
+        result.map_err(|e| SessionError::Peer(format!("shard {shard}: {e}")))?;
+        if before != after {
+            // Cannot happen while every change of the message went through the log first; if
+            // it ever does, stop syncing rather than go on from a document the site's other
+            // nodes do not hold.
+            tracing::error!(site, shard, "a sync message changed a document outside the log");
+            return Err(SessionError::Peer(format!(
+                "shard {shard}: a message changed the document outside the log"
+            )));
+        }
         // automerge counts heads as sent when the peer announces the very heads this end has,
         // though this end never sent them; then the peer never learns that this end caught up
         // (through a third site) and keeps reporting the shard pending. Undo that: an end

@@ -103,13 +103,33 @@ impl Shard {
     /// compressed together); missing dependencies wait as for [`Shard::apply`]. Returns the
     /// agents touched by every change that entered the document.
     pub fn apply_chunks(&mut self, chunks: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
-        let before = self.doc.get_heads();
-        for chunk in chunks {
-            self.doc.load_incremental(chunk).map_err(|e| CrdtError::Decode(e.to_string()))?;
-        }
+        // A chunk that is one change (what small syncs carry) is applied as a change: its
+        // agents are read from it, with no walk over the document's history.
+        let (single, whole): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+            chunks.iter().partition(|chunk| Change::from_bytes(chunk.to_vec()).is_ok());
         let mut touched = BTreeSet::new();
-        for change in self.doc.get_changes(&before) {
-            touched.extend(names_in(&change));
+        if !single.is_empty() {
+            let changes: Vec<Vec<u8>> = single.into_iter().cloned().collect();
+            touched.extend(self.apply_filtered(&changes, false)?);
+        }
+        if !whole.is_empty() {
+            // Documents and compressed runs of changes: find what entered by comparing heads.
+            let before = self.doc.get_heads();
+            for chunk in whole {
+                self.doc.load_incremental(chunk).map_err(|e| CrdtError::Decode(e.to_string()))?;
+            }
+            for change in self.doc.get_changes(&before) {
+                touched.extend(names_in(&change));
+            }
+            // Changes that were waiting for these may have entered too.
+            let waiting = std::mem::take(&mut self.waiting);
+            for (hash, names) in waiting {
+                if self.doc.get_change_by_hash(&hash).is_some() {
+                    touched.extend(names);
+                } else {
+                    self.waiting.push((hash, names));
+                }
+            }
         }
         Ok(touched)
     }
