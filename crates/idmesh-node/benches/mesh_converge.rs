@@ -14,11 +14,11 @@
 //! (give up waiting for convergence, default 600).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use idmesh_node::{Node, NodeConfig, RaftTiming, RunningNode, TokenSettings};
+use idmesh_node::{Node, NodeConfig, RunningNode};
 use idmesh_state::crdt::{ChangeHash, SHARD_COUNT, ShardId};
 use idmesh_state::{Op, RegisterAgent, UpdateAgent};
 use idmesh_store::MemStore;
-use idmesh_types::{AgentId, NodeId, SiteName, TrustDomain};
+use idmesh_types::{AgentId, SiteName, TrustDomain};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,18 +74,13 @@ async fn start_site(name: &str, sled: bool) -> Site {
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dir =
         sled.then(|| std::env::temp_dir().join(format!("idmesh-mesh-bench-{}-{name}", std::process::id())));
-    let config = NodeConfig {
-        node_id: NodeId(1),
-        tokens: TokenSettings::defaults_for(&trust_domain, &site),
-        site,
+    let config = NodeConfig::single_node(
         trust_domain,
-        data_dir: dir.clone().unwrap_or_else(|| "mem".into()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: peer,
-        site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
-        raft: RaftTiming::default(),
-        links: Vec::new(),
-    };
+        site,
+        dir.clone().unwrap_or_else(|| "mem".into()),
+        "127.0.0.1:0".parse().unwrap(),
+        peer,
+    );
     let running = match &dir {
         Some(dir) => {
             let _ = std::fs::remove_dir_all(dir);

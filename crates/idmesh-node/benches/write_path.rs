@@ -8,10 +8,10 @@
 //! store's size on disk, e.g. N = 1,000,000 for the memory goal of a node with a million agents.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use idmesh_node::{Node, NodeConfig, RaftTiming, TokenSettings};
+use idmesh_node::{Node, NodeConfig};
 use idmesh_state::{Op, RegisterAgent};
 use idmesh_store::MemStore;
-use idmesh_types::{NodeId, SiteName, TrustDomain};
+use idmesh_types::{SiteName, TrustDomain};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,18 +29,13 @@ fn main() {
         let trust_domain = TrustDomain::parse_field("td", "bench.example").unwrap();
         let site = SiteName::parse_field("site", "bench").unwrap();
         let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let config = NodeConfig {
-            node_id: NodeId(1),
-            tokens: TokenSettings::defaults_for(&trust_domain, &site),
+        let config = NodeConfig::single_node(
+            trust_domain.clone(),
             site,
-            trust_domain: trust_domain.clone(),
-            data_dir: "mem".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            peer_listen: peer,
-            site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
-            raft: RaftTiming::default(),
-            links: Vec::new(),
-        };
+            "mem".into(),
+            "127.0.0.1:0".parse().unwrap(),
+            peer,
+        );
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn idmesh_store::Store> = match agents {
             Some(_) => Arc::new(

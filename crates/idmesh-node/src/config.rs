@@ -101,6 +101,29 @@ impl Default for RaftTiming {
 }
 
 impl NodeConfig {
+    /// A one-node site: node 1, its own only member, default tokens and timings, no links
+    /// (`idmesh dev`, tests and benchmarks).
+    pub fn single_node(
+        trust_domain: TrustDomain,
+        site: SiteName,
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        peer_listen: SocketAddr,
+    ) -> Self {
+        NodeConfig {
+            node_id: NodeId(1),
+            tokens: TokenSettings::defaults_for(&trust_domain, &site),
+            site,
+            trust_domain,
+            data_dir,
+            listen,
+            peer_listen,
+            site_peers: BTreeMap::from([(NodeId(1), peer_listen.to_string())]),
+            raft: RaftTiming::default(),
+            links: Vec::new(),
+        }
+    }
+
     /// Checks the rules that involve several keys.
     pub fn validate(&self) -> Result<(), InvalidField> {
         if !self.site_peers.is_empty() && !self.site_peers.contains_key(&self.node_id) {

@@ -4,11 +4,11 @@
 //! In-process nodes on `MemStore`s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use idmesh_node::{Node, NodeConfig, NodeError, RaftTiming, RunningNode, TokenSettings};
+use idmesh_node::{Node, NodeConfig, NodeError, RunningNode};
 use idmesh_state::bundle::BundleError;
 use idmesh_state::{AgentStatus, Op, RegisterAgent};
 use idmesh_store::MemStore;
-use idmesh_types::{AgentId, NodeId, SiteName, TrustDomain};
+use idmesh_types::{AgentId, SiteName, TrustDomain};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,18 +17,8 @@ async fn start(trust_domain: &str, site: &str) -> RunningNode {
     let trust_domain = TrustDomain::parse_field("td", trust_domain).unwrap();
     let site = SiteName::parse_field("site", site).unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config = NodeConfig {
-        node_id: NodeId(1),
-        tokens: TokenSettings::defaults_for(&trust_domain, &site),
-        site,
-        trust_domain,
-        data_dir: "mem".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: peer,
-        site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
-        raft: RaftTiming::default(),
-        links: Vec::new(),
-    };
+    let config =
+        NodeConfig::single_node(trust_domain, site, "mem".into(), "127.0.0.1:0".parse().unwrap(), peer);
     let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while running.node.signing_keys().is_empty() {

@@ -6,10 +6,10 @@
 use ed25519_dalek::SigningKey;
 use idmesh_audit::{Event, verify_chain};
 use idmesh_node::tokens::TokenRequest;
-use idmesh_node::{Node, NodeConfig, NodeError, RaftTiming, RunningNode, TokenSettings};
+use idmesh_node::{Node, NodeConfig, NodeError, RunningNode};
 use idmesh_state::{Op, PublicJwk, RegisterAgent};
 use idmesh_store::{KeyRange, MemStore, Order, Pair, Store, StoreError, WriteBatch};
-use idmesh_types::{NodeId, SiteName, TrustDomain};
+use idmesh_types::{SiteName, TrustDomain};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,18 +51,7 @@ fn config() -> NodeConfig {
     let trust_domain = TrustDomain::parse_field("td", "acme.example").unwrap();
     let site = SiteName::parse_field("site", "eu").unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    NodeConfig {
-        node_id: NodeId(1),
-        tokens: TokenSettings::defaults_for(&trust_domain, &site),
-        site,
-        trust_domain,
-        data_dir: "mem".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: peer,
-        site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
-        raft: RaftTiming::default(),
-        links: Vec::new(),
-    }
+    NodeConfig::single_node(trust_domain, site, "mem".into(), "127.0.0.1:0".parse().unwrap(), peer)
 }
 
 async fn ready(store: Arc<BreakableAudit>) -> RunningNode {

@@ -5,14 +5,14 @@
 //! In-process node on a `MemStore`, real gRPC on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use idmesh_node::{Node, NodeConfig, RaftTiming, RunningNode, TokenSettings};
+use idmesh_node::{Node, NodeConfig, RunningNode};
 use idmesh_proto::peer::mesh_sync_client::MeshSyncClient;
 use idmesh_proto::peer::sync_frame::Body;
 use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
 use idmesh_state::crdt::{Actor, SHARD_COUNT, Shard, SyncState, shard_of};
 use idmesh_state::{Agent, AgentStatus, Op, RegisterAgent};
 use idmesh_store::MemStore;
-use idmesh_types::{NodeId, SiteName, TrustDomain, UnixMillis};
+use idmesh_types::{SiteName, TrustDomain, UnixMillis};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,18 +30,9 @@ async fn start_site(site: &str, links: Vec<(SiteName, String)>) -> RunningNode {
     let trust_domain = TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap();
     let site = SiteName::parse_field("site", site).unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config = NodeConfig {
-        node_id: NodeId(1),
-        tokens: TokenSettings::defaults_for(&trust_domain, &site),
-        site,
-        trust_domain,
-        data_dir: "mem".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        peer_listen: peer,
-        site_peers: BTreeMap::from([(NodeId(1), peer.to_string())]),
-        raft: RaftTiming::default(),
-        links,
-    };
+    let mut config =
+        NodeConfig::single_node(trust_domain, site, "mem".into(), "127.0.0.1:0".parse().unwrap(), peer);
+    config.links = links;
     let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     // Wait for the site's keys to be published in its trust bundle too: that changes the state

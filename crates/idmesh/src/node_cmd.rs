@@ -248,18 +248,8 @@ pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
 pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
     let site = SiteName::parse_field("site", "dev")?;
     let trust_domain = TrustDomain::parse_field("trust_domain", &args.trust_domain)?;
-    let config = NodeConfig {
-        node_id: NodeId(1),
-        tokens: TokenSettings::defaults_for(&trust_domain, &site),
-        site,
-        trust_domain,
-        data_dir: args.data_dir.clone(),
-        listen: args.listen,
-        peer_listen: args.peer_listen,
-        site_peers: BTreeMap::from([(NodeId(1), args.peer_listen.to_string())]),
-        links: Vec::new(),
-        raft: RaftTiming::default(),
-    };
+    let config =
+        NodeConfig::single_node(trust_domain, site, args.data_dir.clone(), args.listen, args.peer_listen);
     config.validate()?;
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     let server = running.public_addr;
