@@ -5,9 +5,9 @@
 //! under an explicit actor and time; the change's bytes then travel in the log.
 
 use super::keys::{self, field, sub};
-use super::shard::{CrdtError, Shard};
+use super::shard::{CrdtError, Shard, doc_err};
 use crate::{Agent, AgentStatus};
-use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT, ScalarValue};
 use idmesh_types::UnixMillis;
 use std::fmt;
@@ -52,10 +52,6 @@ impl fmt::Debug for Actor {
     }
 }
 
-fn err(e: automerge::AutomergeError) -> CrdtError {
-    CrdtError::Document(e.to_string())
-}
-
 impl Shard {
     /// Records the change from `before` to `after` (one agent) made by `actor` at `at`, applies
     /// it to this shard, and returns its bytes; `None` if nothing changed.
@@ -75,39 +71,39 @@ impl Shard {
         let at_ms = i64::try_from(at.0).unwrap_or(i64::MAX);
         match before {
             None => {
-                doc.put(ROOT, field(name, keys::EXISTS), true).map_err(err)?;
-                doc.put(ROOT, field(name, keys::CREATED), after.created_at.0 as i64).map_err(err)?;
-                doc.put(ROOT, field(name, keys::REVISION), ScalarValue::counter(1)).map_err(err)?;
+                doc.put(ROOT, field(name, keys::EXISTS), true).map_err(doc_err)?;
+                doc.put(ROOT, field(name, keys::CREATED), after.created_at.0 as i64).map_err(doc_err)?;
+                doc.put(ROOT, field(name, keys::REVISION), ScalarValue::counter(1)).map_err(doc_err)?;
             }
             Some(_) => {
-                doc.increment(ROOT, field(name, keys::REVISION), 1).map_err(err)?;
+                doc.increment(ROOT, field(name, keys::REVISION), 1).map_err(doc_err)?;
             }
         }
-        doc.put(ROOT, field(name, keys::UPDATED), after.updated_at.0 as i64).map_err(err)?;
+        doc.put(ROOT, field(name, keys::UPDATED), after.updated_at.0 as i64).map_err(doc_err)?;
         if before.is_none_or(|b| b.owner != after.owner) {
-            doc.put(ROOT, field(name, keys::OWNER), after.owner.as_str()).map_err(err)?;
+            doc.put(ROOT, field(name, keys::OWNER), after.owner.as_str()).map_err(doc_err)?;
         }
         // Labels: delete those gone, put those new or changed.
         if let Some(b) = before {
             for key in b.labels.keys().filter(|k| !after.labels.contains_key(*k)) {
-                doc.delete(ROOT, sub(name, keys::LABEL, key)).map_err(err)?;
+                doc.delete(ROOT, sub(name, keys::LABEL, key)).map_err(doc_err)?;
             }
         }
         for (key, value) in &after.labels {
             if before.is_none_or(|b| b.labels.get(key) != Some(value)) {
-                doc.put(ROOT, sub(name, keys::LABEL, key), value.as_str()).map_err(err)?;
+                doc.put(ROOT, sub(name, keys::LABEL, key), value.as_str()).map_err(doc_err)?;
             }
         }
         // Credentials: add new kids; removal is a tombstone that wins over any add.
         let had = |kid: &str| before.is_some_and(|b| b.credentials.iter().any(|c| c.kid == kid));
         for credential in after.credentials.iter().filter(|c| !had(&c.kid)) {
-            doc.put(ROOT, sub(name, keys::CRED, &credential.kid), credential.jwk.x()).map_err(err)?;
+            doc.put(ROOT, sub(name, keys::CRED, &credential.kid), credential.jwk.x()).map_err(doc_err)?;
             doc.put(ROOT, sub(name, keys::CRED_AT, &credential.kid), credential.added_at.0 as i64)
-                .map_err(err)?;
+                .map_err(doc_err)?;
         }
         if let Some(b) = before {
             for gone in b.credentials.iter().filter(|c| !after.credentials.iter().any(|a| a.kid == c.kid)) {
-                doc.put(ROOT, sub(name, keys::CRED_REMOVED, &gone.kid), at_ms).map_err(err)?;
+                doc.put(ROOT, sub(name, keys::CRED_REMOVED, &gone.kid), at_ms).map_err(doc_err)?;
             }
         }
         // Status.
@@ -116,29 +112,22 @@ impl Shard {
             let reason = after.status_reason.clone().unwrap_or_default();
             match after.status {
                 AgentStatus::Active => {
-                    doc.put(ROOT, field(name, keys::SUSPENDED), false).map_err(err)?;
+                    doc.put(ROOT, field(name, keys::SUSPENDED), false).map_err(doc_err)?;
                     if before.is_some() {
-                        doc.put(ROOT, field(name, keys::REASON), "").map_err(err)?;
+                        doc.put(ROOT, field(name, keys::REASON), "").map_err(doc_err)?;
                     }
                 }
                 AgentStatus::Suspended => {
-                    doc.put(ROOT, field(name, keys::SUSPENDED), true).map_err(err)?;
-                    doc.put(ROOT, field(name, keys::REASON), reason.as_str()).map_err(err)?;
+                    doc.put(ROOT, field(name, keys::SUSPENDED), true).map_err(doc_err)?;
+                    doc.put(ROOT, field(name, keys::REASON), reason.as_str()).map_err(doc_err)?;
                 }
                 AgentStatus::Revoked => {
                     let key = sub(name, keys::REVOKED, &format!("{}-{}", actor.hex(), at.0));
-                    doc.put(ROOT, key, reason.as_str()).map_err(err)?;
-                    doc.put(ROOT, field(name, keys::REASON), reason.as_str()).map_err(err)?;
+                    doc.put(ROOT, key, reason.as_str()).map_err(doc_err)?;
+                    doc.put(ROOT, field(name, keys::REASON), reason.as_str()).map_err(doc_err)?;
                 }
             }
         }
-        let hash = doc.commit_with(CommitOptions::default().with_time(at_ms / 1000));
-        if hash.is_none() {
-            return Ok(None);
-        }
-        let change = doc
-            .get_last_local_change()
-            .ok_or_else(|| CrdtError::Document("no change after commit".into()))?;
-        Ok(Some(change.raw_bytes().to_vec()))
+        self.commit_change(at)
     }
 }

@@ -6,18 +6,16 @@
 //! and the import time. Concurrent imports of one bundle keep one value of each (harmless).
 
 use super::edit::Actor;
-use super::shard::{CrdtError, SHARD_COUNT, Shard, ShardId};
-use automerge::transaction::{CommitOptions, Transactable as _};
+use super::shard::{CrdtError, Shard, ShardId, doc_err, shard_of_key};
+use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT, ReadDoc as _, ScalarValue};
 use idmesh_types::UnixMillis;
-use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "@bundle.";
 
 /// The shard holding the import record of bundle `id`.
 pub fn shard_of_bundle(id: &str) -> ShardId {
-    let digest = Sha256::digest(format!("{PREFIX}{id}").as_bytes());
-    ShardId(u16::from_be_bytes([digest[0], digest[1]]) % SHARD_COUNT)
+    shard_of_key(&format!("{PREFIX}{id}"))
 }
 
 /// When and where a bundle was first imported.
@@ -54,19 +52,11 @@ impl Shard {
         id: &str,
         origin_site: &str,
     ) -> Result<Option<Vec<u8>>, CrdtError> {
-        let err = |e: automerge::AutomergeError| CrdtError::Document(e.to_string());
         let at_ms = i64::try_from(at.0).unwrap_or(i64::MAX);
         self.doc.set_actor(ActorId::from(actor.0));
-        self.doc.put(ROOT, format!("{PREFIX}{id}/site"), origin_site).map_err(err)?;
-        self.doc.put(ROOT, format!("{PREFIX}{id}/at"), at_ms).map_err(err)?;
-        if self.doc.commit_with(CommitOptions::default().with_time(at_ms / 1000)).is_none() {
-            return Ok(None);
-        }
-        let change = self
-            .doc
-            .get_last_local_change()
-            .ok_or_else(|| CrdtError::Document("no change after commit".into()))?;
-        Ok(Some(change.raw_bytes().to_vec()))
+        self.doc.put(ROOT, format!("{PREFIX}{id}/site"), origin_site).map_err(doc_err)?;
+        self.doc.put(ROOT, format!("{PREFIX}{id}/at"), at_ms).map_err(doc_err)?;
+        self.commit_change(at)
     }
 }
 

@@ -1,8 +1,9 @@
 //! One shard: an automerge document holding the agents whose name hashes to it.
 
 use super::keys;
+use automerge::transaction::CommitOptions;
 use automerge::{AutoCommit, Change, ChangeHash};
-use idmesh_types::AgentName;
+use idmesh_types::{AgentName, UnixMillis};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
@@ -17,8 +18,19 @@ pub struct ShardId(pub u16);
 /// The shard of `name`: the first two bytes of SHA-256 of the name, modulo [`SHARD_COUNT`].
 /// Stable across versions and machines (it decides where data lives).
 pub fn shard_of(name: &AgentName) -> ShardId {
-    let digest = Sha256::digest(name.as_str().as_bytes());
+    shard_of_key(name.as_str())
+}
+
+/// The shard of an entry named `key` (an agent name, or a non-agent entry such as a site's
+/// trust entry): same rule as [`shard_of`].
+pub(super) fn shard_of_key(key: &str) -> ShardId {
+    let digest = Sha256::digest(key.as_bytes());
     ShardId(u16::from_be_bytes([digest[0], digest[1]]) % SHARD_COUNT)
+}
+
+/// automerge's refusal of an operation.
+pub(super) fn doc_err(e: automerge::AutomergeError) -> CrdtError {
+    CrdtError::Document(e.to_string())
 }
 
 /// Why changes could not be applied or created.
@@ -121,17 +133,41 @@ impl Shard {
             for change in self.doc.get_changes(&before) {
                 touched.extend(names_in(&change));
             }
-            // Changes that were waiting for these may have entered too.
-            let waiting = std::mem::take(&mut self.waiting);
-            for (hash, names) in waiting {
-                if self.doc.get_change_by_hash(&hash).is_some() {
-                    touched.extend(names);
-                } else {
-                    self.waiting.push((hash, names));
-                }
-            }
+            self.settle_waiting(Vec::new(), &mut touched);
         }
         Ok(touched)
+    }
+
+    /// Commits what was written since the last commit as one change stamped `at`, and returns
+    /// its bytes; `None` if nothing was written.
+    pub(super) fn commit_change(&mut self, at: UnixMillis) -> Result<Option<Vec<u8>>, CrdtError> {
+        let at_secs = i64::try_from(at.0 / 1000).unwrap_or(i64::MAX);
+        if self.doc.commit_with(CommitOptions::default().with_time(at_secs)).is_none() {
+            return Ok(None);
+        }
+        let change = self
+            .doc
+            .get_last_local_change()
+            .ok_or_else(|| CrdtError::Document("no change after commit".into()))?;
+        Ok(Some(change.raw_bytes().to_vec()))
+    }
+
+    /// Reports into `touched` the agents of every waiting change (and of `incoming`) that is in
+    /// the document now; keeps waiting those whose dependencies are still missing.
+    fn settle_waiting(
+        &mut self,
+        incoming: Vec<(ChangeHash, BTreeSet<String>)>,
+        touched: &mut BTreeSet<String>,
+    ) {
+        let mut still_waiting = Vec::new();
+        for (hash, names) in std::mem::take(&mut self.waiting).into_iter().chain(incoming) {
+            if self.doc.get_change_by_hash(&hash).is_some() {
+                touched.extend(names);
+            } else {
+                still_waiting.push((hash, names));
+            }
+        }
+        self.waiting = still_waiting;
     }
 
     /// Like [`Shard::apply`], skipping the changes this shard holds already (a leader's working
@@ -160,17 +196,9 @@ impl Shard {
             decoded.iter().map(|c| (c.hash(), names_in(c))).collect();
         self.doc.apply_changes(decoded).map_err(|e| CrdtError::Document(e.to_string()))?;
         // Report every change that is in the document now, including earlier ones that were
-        // waiting for these; keep waiting those whose dependencies are still missing.
+        // waiting for these.
         let mut touched = BTreeSet::new();
-        let mut still_waiting = Vec::new();
-        for (hash, names) in std::mem::take(&mut self.waiting).into_iter().chain(incoming) {
-            if self.doc.get_change_by_hash(&hash).is_some() {
-                touched.extend(names);
-            } else {
-                still_waiting.push((hash, names));
-            }
-        }
-        self.waiting = still_waiting;
+        self.settle_waiting(incoming, &mut touched);
         Ok(touched)
     }
 }

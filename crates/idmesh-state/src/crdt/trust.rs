@@ -8,12 +8,11 @@
 //! two values of `x` under one `kid` cannot both be honest: the entry is ignored.
 
 use super::edit::Actor;
-use super::shard::{CrdtError, SHARD_COUNT, Shard, ShardId};
+use super::shard::{CrdtError, Shard, ShardId, doc_err, shard_of_key};
 use crate::PublicJwk;
-use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT, ReadDoc as _, ScalarValue};
 use idmesh_types::{SiteName, UnixMillis};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// What starts the name of a site's trust entry.
@@ -96,16 +95,11 @@ pub fn site_of_entry(name: &str) -> Option<&str> {
 
 /// The shard holding the entries of `site`.
 pub fn shard_of_site(site: &SiteName) -> ShardId {
-    let digest = Sha256::digest(site_entry_name(site).as_bytes());
-    ShardId(u16::from_be_bytes([digest[0], digest[1]]) % SHARD_COUNT)
+    shard_of_key(&site_entry_name(site))
 }
 
 fn key_of(site: &str, field: &str, kid: &str) -> String {
     format!("{SITE_NAME_PREFIX}{site}/{field}/{kid}")
-}
-
-fn err(e: automerge::AutomergeError) -> CrdtError {
-    CrdtError::Document(e.to_string())
 }
 
 impl Shard {
@@ -217,31 +211,23 @@ impl Shard {
         if before.issuer != trust.issuer {
             self.doc
                 .put(ROOT, format!("{SITE_NAME_PREFIX}{site}/{ISSUER}"), trust.issuer.as_str())
-                .map_err(err)?;
+                .map_err(doc_err)?;
         }
         for key in keys {
             let before = published.iter().find(|p| p.kid == key.kid);
             if before.map(|b| &b.public) != Some(&key.public) {
-                self.doc.put(ROOT, key_of(site, KEY, &key.kid), key.public.x()).map_err(err)?;
+                self.doc.put(ROOT, key_of(site, KEY, &key.kid), key.public.x()).map_err(doc_err)?;
             }
             if before.map(|b| b.from) != Some(key.from) {
-                self.doc.put(ROOT, key_of(site, FROM, &key.kid), millis(key.from)).map_err(err)?;
+                self.doc.put(ROOT, key_of(site, FROM, &key.kid), millis(key.from)).map_err(doc_err)?;
             }
             if let Some(until) = key.until
                 && before.and_then(|b| b.until) != Some(until)
             {
-                self.doc.put(ROOT, key_of(site, UNTIL, &key.kid), millis(until)).map_err(err)?;
+                self.doc.put(ROOT, key_of(site, UNTIL, &key.kid), millis(until)).map_err(doc_err)?;
             }
         }
-        let at_secs = millis(at) / 1000;
-        if self.doc.commit_with(CommitOptions::default().with_time(at_secs)).is_none() {
-            return Ok(None);
-        }
-        let change = self
-            .doc
-            .get_last_local_change()
-            .ok_or_else(|| CrdtError::Document("no change after commit".into()))?;
-        Ok(Some(change.raw_bytes().to_vec()))
+        self.commit_change(at)
     }
 }
 
