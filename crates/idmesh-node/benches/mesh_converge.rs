@@ -292,16 +292,13 @@ fn print_mesh(east: &Node, west: &Node) {
             );
             // The shards where what the session last heard of the other side's heads is not
             // this side's heads (the first few).
-            let short = |heads: &[[u8; 32]]| -> Vec<String> {
-                heads.iter().map(|h| h[..4].iter().map(|b| format!("{b:02x}")).collect()).collect()
+            let short = |heads: &[ChangeHash]| -> Vec<String> {
+                heads.iter().map(|h| h.0[..4].iter().map(|b| format!("{b:02x}")).collect()).collect()
             };
             println!("      known heads of {} shards", s.known_heads.len());
             let mut shown = 0;
             for (shard, theirs) in s.known_heads.iter().enumerate() {
-                let ours: Vec<[u8; 32]> = node
-                    .shared()
-                    .with_applied(ShardId(shard as u16), |doc| doc.heads().iter().map(|h| h.0).collect())
-                    .unwrap();
+                let ours = node.shared().with_applied(ShardId(shard as u16), |doc| doc.heads()).unwrap();
                 let mut theirs = theirs.clone();
                 if let Some(t) = theirs.as_mut() {
                     t.sort();
@@ -351,30 +348,24 @@ fn cpu_secs() -> f64 {
 }
 
 /// Each shard's heads at `node`.
-fn shard_heads(node: &Node) -> Vec<Vec<[u8; 32]>> {
+fn shard_heads(node: &Node) -> Vec<Vec<ChangeHash>> {
     (0..SHARD_COUNT)
-        .map(|shard| {
-            node.shared()
-                .with_applied(ShardId(shard), |doc| doc.heads().iter().map(|h| h.0).collect())
-                .unwrap()
-        })
+        .map(|shard| node.shared().with_applied(ShardId(shard), |doc| doc.heads()).unwrap())
         .collect()
 }
 
 /// What `node` holds beyond `before` (its heads per shard at some earlier time): the number of
 /// changes, their total raw size, and the size of the same as one compact chunk per shard (what
 /// a bundle carries).
-fn changed_since(node: &Node, before: &[Vec<[u8; 32]>]) -> (u64, u64, u64) {
+fn changed_since(node: &Node, before: &[Vec<ChangeHash>]) -> (u64, u64, u64) {
     let (mut count, mut raw, mut compact) = (0u64, 0u64, 0u64);
     for (shard, heads) in (0..SHARD_COUNT).zip(before) {
         node.shared()
             .with_applied(ShardId(shard), |doc| {
-                if doc.heads().iter().map(|h| h.0).eq(heads.iter().copied()) {
+                if doc.heads() == *heads {
                     return;
                 }
-                let known: Vec<ChangeHash> =
-                    heads.iter().map(|h| ChangeHash::try_from(&h[..]).unwrap()).collect();
-                let changes = doc.changes_since(&known);
+                let changes = doc.changes_since(heads);
                 count += changes.len() as u64;
                 raw += changes.iter().map(|c| c.len() as u64).sum::<u64>();
                 compact += doc.save_after(heads).len() as u64;

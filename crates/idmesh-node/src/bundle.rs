@@ -82,21 +82,10 @@ impl Node {
         let known = for_site.map(|site| self.mesh().known_heads(site)).unwrap_or_default();
         let mut chunks = Vec::new();
         for shard in 0..SHARD_COUNT {
-            let mut heads: Vec<[u8; 32]> =
-                known.get(usize::from(shard)).cloned().flatten().unwrap_or_default();
-            heads.sort();
+            let heads = known.get(usize::from(shard)).cloned().flatten().unwrap_or_default();
             let chunk = self
                 .shared()
-                .with_applied(ShardId(shard), |doc| {
-                    if doc.heads().is_empty() {
-                        Vec::new() // nothing in this shard
-                    } else if heads.is_empty() || doc.heads().iter().map(|h| h.0).collect::<Vec<_>>() != heads
-                    {
-                        doc.save_after(&heads)
-                    } else {
-                        Vec::new() // the site has exactly what this shard has
-                    }
-                })
+                .with_applied(ShardId(shard), |doc| doc.save_after(&heads))
                 .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
             if !chunk.is_empty() {
                 chunks.push((ShardId(shard), chunk));

@@ -8,6 +8,7 @@ pub mod session;
 pub use link::run_link;
 pub use service::MeshSyncService;
 
+use idmesh_state::crdt::ChangeHash;
 use idmesh_types::UnixMillis;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -46,7 +47,7 @@ pub struct RemoteSite {
     pub sessions_opened: u64,
     /// Per shard, the heads the site was last known to have (from sync sessions; in memory
     /// only). Bundles made for the site leave out what it has.
-    pub known_heads: Vec<Option<Vec<[u8; 32]>>>,
+    pub known_heads: Vec<Option<Vec<ChangeHash>>>,
 }
 
 /// Every remote site this node has heard of, by name.
@@ -86,7 +87,7 @@ impl MeshState {
     }
 
     /// The heads `site` was last known to hold in each shard (`None` where unknown).
-    pub fn known_heads(&self, site: &str) -> Vec<Option<Vec<[u8; 32]>>> {
+    pub fn known_heads(&self, site: &str) -> Vec<Option<Vec<ChangeHash>>> {
         let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         sites.get(site).map(|s| s.known_heads.clone()).unwrap_or_default()
     }

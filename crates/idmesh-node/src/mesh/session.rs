@@ -178,10 +178,8 @@ async fn exchange(
                     dirty.extend(0..SHARD_COUNT);
                 } else {
                     let pending = pending_shards(node, &mut states)?;
-                    let known: Vec<Option<Vec<[u8; 32]>>> = states
-                        .iter()
-                        .map(|s| s.their_heads.as_ref().map(|h| h.iter().map(|c| c.0).collect()))
-                        .collect();
+                    let known: Vec<Option<Vec<ChangeHash>>> =
+                        states.iter().map(|s| s.their_heads.clone()).collect();
                     node.mesh().update(site, |s| {
                         s.shards_pending = pending;
                         s.known_heads = known;

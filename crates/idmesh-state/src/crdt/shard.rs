@@ -88,15 +88,21 @@ impl Shard {
         heads
     }
 
-    /// Everything this shard holds that a holder of `heads` lacks, as one compact chunk (empty
-    /// when nothing). Heads this shard does not hold are ignored (then it may give more).
-    pub fn save_after(&mut self, heads: &[[u8; 32]]) -> Vec<u8> {
-        let known: Vec<ChangeHash> = heads
-            .iter()
-            .map(|h| ChangeHash(*h))
-            .filter(|h| self.doc.get_change_by_hash(h).is_some())
-            .collect();
-        if known.is_empty() { self.doc.save() } else { self.doc.save_after(&known) }
+    /// Everything this shard holds that a holder of `heads` lacks, as one compact chunk; empty
+    /// when the holder lacks nothing (or the shard is empty). Heads this shard does not hold are
+    /// ignored (then it may give more).
+    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        let mut known: Vec<ChangeHash> =
+            heads.iter().copied().filter(|h| self.doc.get_change_by_hash(h).is_some()).collect();
+        known.sort();
+        let ours = self.heads();
+        if ours.is_empty() || known == ours {
+            Vec::new()
+        } else if known.is_empty() {
+            self.doc.save()
+        } else {
+            self.doc.save_after(&known)
+        }
     }
 
     /// Changes this shard has that a holder of `heads` lacks, as bytes.
