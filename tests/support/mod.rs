@@ -6,6 +6,7 @@
 //! holds several named sites, possibly of other trust domains, as one turn.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+pub mod mesh_cli;
 pub mod proxy;
 
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;

@@ -41,15 +41,15 @@ async fn start_site(site: &str, links: Vec<(SiteName, String)>) -> RunningNode {
         assert!(Instant::now() < deadline, "no signing key published");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let id = format!("spiffe://{TRUST_DOMAIN}/agents/resident").parse().unwrap();
-    let op = Op::RegisterAgent(RegisterAgent {
-        id,
-        owner: "ops".into(),
-        labels: BTreeMap::new(),
-        credentials: vec![],
-    });
+    let op = register("resident");
     running.node.write(op).await.unwrap();
     running
+}
+
+/// Registering agent `name` of our trust domain.
+fn register(name: &str) -> Op {
+    let id = format!("spiffe://{TRUST_DOMAIN}/agents/{name}").parse().unwrap();
+    Op::RegisterAgent(RegisterAgent { id, owner: "ops".into(), labels: BTreeMap::new(), credentials: vec![] })
 }
 
 fn hello(trust_domain: &str, site: &str) -> SyncFrame {
@@ -138,13 +138,7 @@ async fn bad_sync_messages_end_the_session_and_change_nothing() {
         assert_eq!(running.node.shared().state_hash(), before, "after {expected}");
     }
     // Still serving.
-    let id = format!("spiffe://{TRUST_DOMAIN}/agents/after").parse().unwrap();
-    let op = Op::RegisterAgent(RegisterAgent {
-        id,
-        owner: "ops".into(),
-        labels: BTreeMap::new(),
-        credentials: vec![],
-    });
+    let op = register("after");
     running.node.write(op).await.unwrap();
     running.shutdown().await;
 }
@@ -153,13 +147,7 @@ async fn bad_sync_messages_end_the_session_and_change_nothing() {
 fn damaged_change_message() -> (u32, Vec<u8>) {
     let agent: Agent = {
         let mut registry = idmesh_state::Registry::new(TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap());
-        let id = format!("spiffe://{TRUST_DOMAIN}/agents/intruder").parse().unwrap();
-        let op = Op::RegisterAgent(RegisterAgent {
-            id,
-            owner: "x".into(),
-            labels: BTreeMap::new(),
-            credentials: vec![],
-        });
+        let op = register("intruder");
         registry.apply(&idmesh_state::Command { at: UnixMillis(1), op }).unwrap()
     };
     assert_eq!(agent.status, AgentStatus::Active);
@@ -224,18 +212,13 @@ async fn a_link_that_reaches_a_node_of_another_site_than_configured_is_refused()
 }
 
 /// A remote site whose shard holds more changes than one log entry may carry, all for one
-/// agent (10,001 label updates).
+/// agent (one registration and REMOTE_CHANGES_MAX_COUNT label updates).
 fn busy_remote_shard() -> (Shard, Agent) {
     let td = TrustDomain::parse_field("td", TRUST_DOMAIN).unwrap();
     let mut registry = idmesh_state::Registry::new(td);
-    let id: idmesh_types::AgentId = format!("spiffe://{TRUST_DOMAIN}/agents/chatty").parse().unwrap();
-    let op = Op::RegisterAgent(RegisterAgent {
-        id: id.clone(),
-        owner: "x".into(),
-        labels: BTreeMap::new(),
-        credentials: vec![],
-    });
+    let op = register("chatty");
     let mut agent = registry.apply(&idmesh_state::Command { at: UnixMillis(1), op }).unwrap();
+    let id = agent.id.clone();
     let mut shard = Shard::new();
     let actor = Actor::derive("west", 1, 1, 0);
     shard.record(&actor, UnixMillis(1), None, &agent).unwrap().unwrap();
