@@ -123,13 +123,15 @@ impl Shard {
     pub fn apply_chunks(&mut self, chunks: &[Vec<u8>]) -> Result<BTreeSet<String>, CrdtError> {
         // A chunk that is one change (what small syncs carry) is applied as a change: its
         // agents are read from it, with no walk over the document's history.
-        let (single, whole): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
-            chunks.iter().partition(|chunk| Change::from_bytes(chunk.to_vec()).is_ok());
-        let mut touched = BTreeSet::new();
-        if !single.is_empty() {
-            let changes: Vec<Vec<u8>> = single.into_iter().cloned().collect();
-            touched.extend(self.apply_filtered(&changes, false)?);
+        let mut single = Vec::new();
+        let mut whole = Vec::new();
+        for chunk in chunks {
+            match Change::from_bytes(chunk.clone()) {
+                Ok(change) => single.push(change),
+                Err(_) => whole.push(chunk),
+            }
         }
+        let mut touched = self.apply_decoded(single, false)?;
         if !whole.is_empty() {
             // Documents and compressed runs of changes: find what entered by comparing heads.
             let before = self.doc.get_heads();
@@ -187,14 +189,23 @@ impl Shard {
         changes: &[Vec<u8>],
         skip_known: bool,
     ) -> Result<BTreeSet<String>, CrdtError> {
-        let mut decoded = Vec::with_capacity(changes.len());
-        for bytes in changes {
-            let change = Change::from_bytes(bytes.clone()).map_err(|e| CrdtError::Decode(e.to_string()))?;
-            if skip_known && self.doc.get_change_by_hash(&change.hash()).is_some() {
-                continue;
-            }
-            decoded.push(change);
-        }
+        let decoded = changes
+            .iter()
+            .map(|bytes| Change::from_bytes(bytes.clone()).map_err(|e| CrdtError::Decode(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.apply_decoded(decoded, skip_known)
+    }
+
+    fn apply_decoded(
+        &mut self,
+        decoded: Vec<Change>,
+        skip_known: bool,
+    ) -> Result<BTreeSet<String>, CrdtError> {
+        let decoded: Vec<Change> = if skip_known {
+            decoded.into_iter().filter(|c| self.doc.get_change_by_hash(&c.hash()).is_none()).collect()
+        } else {
+            decoded
+        };
         if decoded.is_empty() {
             return Ok(BTreeSet::new());
         }
