@@ -6,7 +6,6 @@
 //! the same flusher as the Raft log). If a record cannot be made durable the append fails and
 //! the caller refuses its request (fail closed).
 
-use crate::clock;
 use idmesh_audit::{Event, Record, RecordOrigin};
 use idmesh_raft::flusher::Flusher;
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
@@ -45,12 +44,18 @@ pub struct AuditLog {
     store: Arc<dyn Store>,
     flusher: Flusher,
     origin: RecordOrigin,
+    clock: Arc<dyn crate::host::Clock>,
     tail: Mutex<Option<Record>>,
 }
 
 impl AuditLog {
     /// Opens the log in `store`, checking its last record.
-    pub fn open(store: Arc<dyn Store>, flusher: Flusher, origin: RecordOrigin) -> Result<Self, AuditError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        flusher: Flusher,
+        origin: RecordOrigin,
+        clock: Arc<dyn crate::host::Clock>,
+    ) -> Result<Self, AuditError> {
         let last = store
             .scan(&KeyRange::prefix(AUDIT), Order::Descending, 1)
             .map_err(|e| AuditError::Store(e.to_string()))?;
@@ -70,14 +75,14 @@ impl AuditLog {
             }
             None => None,
         };
-        Ok(Self { store, flusher, origin, tail: Mutex::new(tail) })
+        Ok(Self { store, flusher, origin, clock, tail: Mutex::new(tail) })
     }
 
     /// Appends `event` and returns its record once it is durable.
     pub async fn append(&self, event: Event) -> Result<Record, AuditError> {
         let record = {
             let mut tail = self.tail.lock().await;
-            let record = Record::next(tail.as_ref(), self.origin.clone(), clock::now(), event);
+            let record = Record::next(tail.as_ref(), self.origin.clone(), self.clock.now(), event);
             let bytes = serde_json::to_vec(&record).map_err(|e| AuditError::Store(e.to_string()))?;
             let mut batch = WriteBatch::new();
             batch.put(record_key(record.seq), bytes);
@@ -109,6 +114,21 @@ impl AuditLog {
                 out.push(record);
             }
             range = KeyRange::between(AUDIT.to_vec(), next_end);
+        }
+    }
+
+    /// The sequence number of the newest record written (durable or about to be), 0 when the
+    /// log is empty.
+    pub fn last_seq(&self) -> Result<u64, AuditError> {
+        let last = self
+            .store
+            .scan(&KeyRange::prefix(AUDIT), Order::Descending, 1)
+            .map_err(|e| AuditError::Store(e.to_string()))?;
+        match last.first() {
+            None => Ok(0),
+            Some((_, bytes)) => serde_json::from_slice::<Record>(bytes)
+                .map(|record| record.seq)
+                .map_err(|e| AuditError::Corrupt { seq: 0, detail: e.to_string() }),
         }
     }
 

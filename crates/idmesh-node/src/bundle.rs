@@ -7,7 +7,7 @@
 
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::write::unexpected;
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_state::bundle::{self, BundleHeader};
 use idmesh_state::crdt::{SHARD_COUNT, ShardId, SiteTrust, TrustedKey, shard_of_bundle, shard_of_site};
 use idmesh_state::{ChangeBytes, REMOTE_CHANGES_MAX_COUNT};
@@ -69,7 +69,7 @@ impl Node {
     /// A bundle of this site's changes, signed with the site's current key: everything, or with
     /// `for_site` only what that site was not known to have at its last sync with this node.
     pub fn export_bundle(&self, for_site: Option<&str>) -> Result<(Vec<u8>, BundleHeader), NodeError> {
-        let now = clock::now();
+        let now = self.now();
         let (kid, signing) = {
             let state = self.shared().read();
             let key = state
@@ -96,7 +96,7 @@ impl Node {
             trust_domain: self.config().trust_domain.to_string(),
             origin_site: self.config().site.to_string(),
             origin_node: self.config().node_id.0,
-            bundle_id: crate::tokens::random_id()?,
+            bundle_id: crate::tokens::random_id(self)?,
             created_at: now,
             for_site: for_site.map(str::to_owned),
             kid,
@@ -237,7 +237,7 @@ impl Node {
 
     /// Runs a [`Record`] on this node as the leader.
     pub(crate) async fn record_request_as_leader(&self, record: Record) -> ForwardReply {
-        let at = clock::now();
+        let at = self.now();
         let result = match record {
             Record::BundleImported { bundle_id, origin_site } => {
                 self.record_as_leader(

@@ -2,7 +2,7 @@
 //! once the site forms; rotations are admin requests. Secrets are drawn here (the edge) and
 //! travel to the other members inside the Raft log.
 
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_state::{Applied, Command, KeySecret, KeyStatus, NewSigningKey, Op, SiteKey};
 use idmesh_types::UnixMillis;
 use std::time::Duration;
@@ -30,17 +30,14 @@ pub struct KeyView {
     pub retires_at: Option<UnixMillis>,
 }
 
-fn fresh_secret() -> Result<KeySecret, NodeError> {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;
-    Ok(KeySecret::from_bytes(bytes))
+fn fresh_secret(node: &Node) -> Result<KeySecret, NodeError> {
+    Ok(KeySecret::from_bytes(node.random_bytes::<32>()?))
 }
 
 impl Node {
     /// The site's keys now, newest activation last.
     pub fn signing_keys(&self) -> Vec<KeyView> {
-        let now = clock::now();
+        let now = self.now();
         let state = self.shared().read();
         let keys = &state.state.keys;
         keys.all()
@@ -61,11 +58,11 @@ impl Node {
     pub async fn rotate_signing_key(&self, activate_after: Option<Duration>) -> Result<String, NodeError> {
         let settings = &self.config().tokens;
         let delay = activate_after.unwrap_or(Duration::from_secs(settings.key_activation_delay_secs));
-        let at = clock::now();
+        let at = self.now();
         let activates_at = UnixMillis(at.0 + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         let lifetime_ms = (settings.max_ttl_secs + settings.leeway_secs) * 1000;
         let key = NewSigningKey {
-            secret: fresh_secret()?,
+            secret: fresh_secret(self)?,
             activates_at,
             retire_previous_at: UnixMillis(activates_at.0 + lifetime_ms),
             first: false,
@@ -96,6 +93,7 @@ impl Node {
                 }
             }
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(FIRST_KEY_CHECK) => {}
                 _ = stopped.changed() => {}
             }
@@ -120,6 +118,7 @@ impl Node {
                 }
             }
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep(TRUST_PUBLISH_CHECK) => {}
                 _ = stopped.changed() => {}
             }
@@ -127,9 +126,13 @@ impl Node {
     }
 
     async fn propose_first_key(&self) -> Result<String, NodeError> {
-        let at = clock::now();
-        let key =
-            NewSigningKey { secret: fresh_secret()?, activates_at: at, retire_previous_at: at, first: true };
+        let at = self.now();
+        let key = NewSigningKey {
+            secret: fresh_secret(self)?,
+            activates_at: at,
+            retire_previous_at: at,
+            first: true,
+        };
         match self.write_command(Command { at, op: Op::AddSigningKey(key) }).await? {
             (Applied::SigningKey { kid, .. }, _) => Ok(kid),
             (other, _) => Err(NodeError::Storage { detail: format!("first key applied as {other:?}") }),

@@ -14,9 +14,9 @@
 pub mod api;
 pub mod audit;
 pub mod bundle;
-mod clock;
 pub mod config;
 pub mod error;
+pub mod host;
 mod identity;
 pub mod keys;
 pub mod membership;
@@ -26,9 +26,11 @@ pub mod peer;
 pub mod read;
 pub mod status;
 pub mod tokens;
+pub mod transport;
 pub mod verify;
 pub mod write;
 
 pub use config::{NodeConfig, RaftTiming, TokenSettings};
 pub use error::NodeError;
+pub use host::Host;
 pub use node::{Node, RunningNode};

@@ -17,10 +17,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Largest public request accepted.
 pub const PUBLIC_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
@@ -65,6 +63,7 @@ struct Inner {
     shared: SharedState,
     peers: Arc<Peers>,
     store: Arc<dyn Store>,
+    host: crate::Host,
     audit: AuditLog,
     replay: std::sync::Mutex<ReplayCache>,
     key_cache: crate::tokens::KeyCache,
@@ -104,6 +103,15 @@ impl Node {
     /// [`Node::start`] over a store the caller opened (`data_dir` is then only a name in
     /// messages). Tests use it to run a node on a `MemStore` or a store that fails on purpose.
     pub async fn start_on(config: NodeConfig, store: Arc<dyn Store>) -> Result<RunningNode, StartError> {
+        Self::start_on_host(config, store, crate::Host::system()).await
+    }
+
+    /// [`Node::start_on`] with the clock, randomness and network of `host` (a simulation's).
+    pub async fn start_on_host(
+        config: NodeConfig,
+        store: Arc<dyn Store>,
+        host: crate::Host,
+    ) -> Result<RunningNode, StartError> {
         config.validate()?;
         let raft_config = Arc::new(config.openraft_config()?);
         let data_dir = config.data_dir.clone();
@@ -113,17 +121,21 @@ impl Node {
             .map_err(|e| data_err(e.to_string()))?;
         let shared = sm.shared();
         let origin = idmesh_audit::RecordOrigin { site: config.site.to_string(), node: config.node_id.0 };
-        let audit =
-            AuditLog::open(store.clone(), log.flusher(), origin).map_err(|e| data_err(e.to_string()))?;
-        let replay = replay_memory(&audit, &config).map_err(&data_err)?;
+        let audit = AuditLog::open(store.clone(), log.flusher(), origin, host.clock.clone())
+            .map_err(|e| data_err(e.to_string()))?;
+        let replay = replay_memory(&audit, &config, host.clock.now()).map_err(&data_err)?;
 
-        let public = bind("listen", config.listen).await?;
-        let peer = bind("peer_listen", config.peer_listen).await?;
-        let public_addr = local_addr("listen", &public)?;
-        let peer_addr = local_addr("peer_listen", &peer)?;
+        let (public_addr, public) = bind(&host, "listen", config.listen).await?;
+        let (peer_addr, peer) = bind(&host, "peer_listen", config.peer_listen).await?;
 
-        let peers = Arc::new(Peers::new(config.trust_domain.clone(), config.site.clone(), config.node_id));
-        let raft = Raft::new(config.node_id.0, raft_config, Network::new(peers.clone()), log, sm)
+        let peers = Arc::new(Peers::new(
+            config.trust_domain.clone(),
+            config.site.clone(),
+            config.node_id,
+            host.transport.clone(),
+        ));
+        let network = Network::new(peers.clone(), store.is_in_memory());
+        let raft = Raft::new(config.node_id.0, raft_config, network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
@@ -133,6 +145,7 @@ impl Node {
             shared,
             peers,
             store,
+            host,
             audit,
             replay: std::sync::Mutex::new(replay),
             key_cache: crate::tokens::KeyCache::default(),
@@ -225,6 +238,27 @@ impl Node {
         &self.0.key_cache
     }
 
+    /// Now, by this node's clock.
+    pub fn now(&self) -> idmesh_types::UnixMillis {
+        self.0.host.clock.now()
+    }
+
+    /// `N` random bytes from this node's entropy source.
+    pub(crate) fn random_bytes<const N: usize>(&self) -> Result<[u8; N], crate::NodeError> {
+        let mut bytes = [0u8; N];
+        self.0
+            .host
+            .entropy
+            .fill(&mut bytes)
+            .map_err(|detail| crate::NodeError::Storage { detail: format!("no randomness: {detail}") })?;
+        Ok(bytes)
+    }
+
+    /// The network this node runs on.
+    pub(crate) fn transport(&self) -> &Arc<dyn crate::transport::Transport> {
+        &self.0.host.transport
+    }
+
     /// The peer channel cache.
     pub fn peers(&self) -> &Peers {
         &self.0.peers
@@ -299,10 +333,14 @@ impl RunningNode {
 
 /// The memory of spent assertions, rebuilt from the audit log: every assertion recorded there
 /// that could still be valid is remembered again, so a restart does not reopen a replay window.
-fn replay_memory(audit: &AuditLog, config: &NodeConfig) -> Result<ReplayCache, String> {
+fn replay_memory(
+    audit: &AuditLog,
+    config: &NodeConfig,
+    now: idmesh_types::UnixMillis,
+) -> Result<ReplayCache, String> {
     let mut replay = ReplayCache::new(REPLAY_CAPACITY_DEFAULT);
     let window_ms = (config.tokens.assertion_max_lifetime_secs + 2 * config.tokens.leeway_secs) * 1000;
-    let since = idmesh_types::UnixMillis(crate::clock::now().0.saturating_sub(window_ms));
+    let since = idmesh_types::UnixMillis(now.0.saturating_sub(window_ms));
     let records = audit.recent(since, REPLAY_CAPACITY_DEFAULT).map_err(|e| e.to_string())?;
     for record in &records {
         let spent = match &record.event {
@@ -326,29 +364,12 @@ fn replay_memory(audit: &AuditLog, config: &NodeConfig) -> Result<ReplayCache, S
     Ok(replay)
 }
 
-async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|e| StartError::Bind { which, addr, detail: e.to_string() })
-}
-
-fn local_addr(which: &'static str, listener: &TcpListener) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|e| StartError::Bind {
-        which,
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        detail: e.to_string(),
-    })
-}
-
-/// Accepted connections with Nagle's algorithm off. (`Server::tcp_nodelay` only applies to
-/// listeners tonic binds itself; without this, small replies wait for delayed ACKs, ~40 ms.)
-fn incoming(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt as _;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
+async fn bind(
+    host: &crate::Host,
+    which: &'static str,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, crate::transport::Incoming), StartError> {
+    host.transport.bind(addr).await.map_err(|e| StartError::Bind { which, addr, detail: e.to_string() })
 }
 
 async fn until_stopped(mut stopped: watch::Receiver<bool>) {
@@ -357,7 +378,7 @@ async fn until_stopped(mut stopped: watch::Receiver<bool>) {
 
 async fn serve_peer(
     node: Node,
-    listener: TcpListener,
+    listener: crate::transport::Incoming,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let service = RaftPeerServer::new(PeerService::new(node.clone()))
@@ -370,13 +391,13 @@ async fn serve_peer(
     tonic::transport::Server::builder()
         .add_service(service)
         .add_service(sync)
-        .serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped))
+        .serve_with_incoming_shutdown(listener, until_stopped(stopped))
         .await
 }
 
 async fn serve_public(
     node: Node,
-    listener: TcpListener,
+    listener: crate::transport::Incoming,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -418,5 +439,5 @@ async fn serve_public(
         Ok(reflection) => router = router.add_service(reflection),
         Err(e) => tracing::warn!(error = %e, "gRPC reflection unavailable"),
     }
-    router.serve_with_incoming_shutdown(incoming(listener), until_stopped(stopped)).await
+    router.serve_with_incoming_shutdown(listener, until_stopped(stopped)).await
 }

@@ -1,7 +1,7 @@
 //! Token issuance: decided from this node's applied state alone (no Raft round trip, so it
 //! works while the node is cut off), recorded in the audit log before the answer leaves.
 
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_audit::{Event, IssuedToken as IssuedEvent, RefusedToken};
 use idmesh_state::AgentStatus;
 use idmesh_token::access::{self, AccessClaims, Audience, IdmeshClaims};
@@ -77,7 +77,7 @@ impl Node {
     /// Issues a token for `request`, or refuses it; either way the outcome is in the audit log,
     /// durably, before this returns. If the record cannot be written nothing is issued.
     pub async fn issue_token(&self, request: TokenRequest) -> Result<IssuedToken, NodeError> {
-        let now = clock::now();
+        let now = self.now();
         match self.decide(&request, now) {
             Ok(Decision { claims, kid, access_token, assertion_jti, assertion_exp, ttl_secs }) => {
                 let event = Event::TokenIssued(IssuedEvent {
@@ -166,7 +166,7 @@ impl Node {
         let key = state.state.keys.signing_key_at(now).ok_or_else(|| {
             refuse(NodeError::NoSigningKey { site: self.config().site.to_string() }, spent.clone())
         })?;
-        let jti = random_id().map_err(|e| refuse(e, spent.clone()))?;
+        let jti = random_id(self).map_err(|e| refuse(e, spent.clone()))?;
         let now_secs = now.as_secs();
         let claims = AccessClaims {
             iss: settings.issuer.clone(),
@@ -208,14 +208,14 @@ impl Node {
 
     /// The JWKS of this site at the current time: every signing key not retired.
     pub fn jwks(&self) -> Jwks {
-        let now = clock::now();
+        let now = self.now();
         let state = self.shared().read();
         Jwks::new(state.state.keys.published_at(now).map(|k| k.public.clone()))
     }
 
     /// This site's JWKS plus every other site's keys that verify now, from the trust bundle.
     pub fn mesh_jwks(&self) -> Jwks {
-        let now = clock::now();
+        let now = self.now();
         let state = self.shared().read();
         let own = self.config().site.as_str();
         let remote = state.state.trust.sites().filter(|(site, _)| *site != own).flat_map(|(_, trust)| {
@@ -296,10 +296,8 @@ fn check_request(
 }
 
 /// 128 random bits, base64url: a token id no other node or site will draw.
-pub(crate) fn random_id() -> Result<String, NodeError> {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| NodeError::Storage { detail: format!("no randomness: {e}") })?;
+pub(crate) fn random_id(node: &Node) -> Result<String, NodeError> {
+    let bytes = node.random_bytes::<16>()?;
     use base64::Engine as _;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

@@ -3,7 +3,7 @@
 //! in good standing as this node has applied it (a revocation made anywhere holds here as soon
 //! as it is applied here).
 
-use crate::{Node, clock};
+use crate::Node;
 use idmesh_state::AgentStatus;
 use idmesh_token::access::{self, AccessClaims, VerifyRules};
 use idmesh_token::{Jwks, jws};
@@ -50,7 +50,7 @@ impl Node {
         token: &str,
         audience: Option<String>,
     ) -> Result<VerifiedToken, TokenRejected> {
-        let now = clock::now();
+        let now = self.now();
         let parsed = jws::parse(token).map_err(|e| TokenRejected::Invalid(e.to_string()))?;
         let kid =
             parsed.header.kid.clone().ok_or_else(|| TokenRejected::Invalid("kid is required".into()))?;

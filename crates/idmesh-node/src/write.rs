@@ -2,7 +2,7 @@
 //! by a quorum, durable, and applied.
 
 use crate::peer::{ForwardReply, ForwardRequest};
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_raft::WriteOutcome;
 use idmesh_state::crdt::{Actor, ShardId, SiteTrust, shard_of, shard_of_site};
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
@@ -22,7 +22,7 @@ impl Node {
     /// proposes it through the leader and returns the agent as it is afterwards and the log
     /// index.
     pub async fn write(&self, op: Op) -> Result<(Agent, u64), NodeError> {
-        match self.write_command(Command { at: clock::now(), op }).await? {
+        match self.write_command(Command { at: self.now(), op }).await? {
             (Applied::Agent(agent), log_index) => Ok((agent, log_index)),
             (other, _) => {
                 Err(NodeError::Storage { detail: format!("an agent command applied as {other:?}") })
@@ -123,7 +123,7 @@ impl Node {
         }
         let shard = shard_of_site(&site);
         self.record_as_leader(shard, "trust bundle entry", |working, actor| {
-            working.publish_site_keys(actor, clock::now(), &site, &wanted)
+            working.publish_site_keys(actor, self.now(), &site, &wanted)
         })
         .await
         .map(|()| true)

@@ -25,9 +25,18 @@ enum Waiter {
 }
 
 /// Handle to the flusher thread. Cloning shares the thread; it stops when every handle is gone.
+///
+/// Over an in-memory store ([`Store::is_in_memory`]) there is no thread: each waiter's flush
+/// runs at once, in the caller's task.
 #[derive(Clone)]
 pub struct Flusher {
-    tx: mpsc::Sender<Waiter>,
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Thread(mpsc::Sender<Waiter>),
+    Inline(Arc<dyn Store>),
 }
 
 impl std::fmt::Debug for Flusher {
@@ -39,24 +48,45 @@ impl std::fmt::Debug for Flusher {
 impl Flusher {
     /// Starts the flusher thread for `store`.
     pub fn start(store: Arc<dyn Store>) -> Result<Self, io::Error> {
+        if store.is_in_memory() {
+            return Ok(Self { mode: Mode::Inline(store) });
+        }
         let (tx, rx) = mpsc::channel::<Waiter>();
         std::thread::Builder::new().name("idmesh-flusher".into()).spawn(move || run(store, rx))?;
-        Ok(Self { tx })
+        Ok(Self { mode: Mode::Thread(tx) })
     }
 
     /// Completes `callback` once every write made before this call is durable.
     pub fn after_flush(&self, callback: IOFlushed<TypeConfig>) {
-        if let Err(mpsc::SendError(Waiter::Raft(callback))) = self.tx.send(Waiter::Raft(callback)) {
-            callback.io_completed(Err(stopped()));
+        match &self.mode {
+            Mode::Inline(store) => callback.io_completed(flush_now(store.as_ref(), 1)),
+            Mode::Thread(tx) => {
+                if let Err(mpsc::SendError(Waiter::Raft(callback))) = tx.send(Waiter::Raft(callback)) {
+                    callback.io_completed(Err(stopped()));
+                }
+            }
         }
     }
 
     /// Returns once every write made before this call is durable.
     pub async fn flush(&self) -> Result<(), io::Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Waiter::Oneshot(tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        match &self.mode {
+            Mode::Inline(store) => flush_now(store.as_ref(), 1),
+            Mode::Thread(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Waiter::Oneshot(reply)).map_err(|_| stopped())?;
+                rx.await.map_err(|_| stopped())?
+            }
+        }
     }
+}
+
+/// One flush for `waiters` waiters, its failure logged.
+fn flush_now(store: &dyn Store, waiters: usize) -> Result<(), io::Error> {
+    store.flush().map_err(|e| {
+        tracing::error!(error = %e, waiters, "flush failed; writes are not durable");
+        io::Error::other(e.to_string())
+    })
 }
 
 fn stopped() -> io::Error {
@@ -68,10 +98,7 @@ fn run(store: Arc<dyn Store>, rx: mpsc::Receiver<Waiter>) {
     while let Ok(first) = rx.recv() {
         waiters.push(first);
         waiters.extend(rx.try_iter());
-        let result = store.flush();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, waiters = waiters.len(), "flush failed; writes are not durable");
-        }
+        let result = flush_now(store.as_ref(), waiters.len());
         for waiter in waiters.drain(..) {
             let outcome = result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string()));
             match waiter {

@@ -18,12 +18,15 @@ mod compact;
 pub mod flusher;
 pub mod keys;
 mod log_store;
+pub mod offload;
+mod runtime;
 mod snapshot;
 mod state_machine;
 mod types;
 
 pub use applied::{AppliedState, ShardSlot, SharedState};
 pub use log_store::{LogReader, LogStore};
+pub use runtime::{RaftRuntime, seed_raft_rng};
 pub use snapshot::{SnapshotData, SnapshotPayload};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use types::*;

@@ -42,10 +42,7 @@ impl StateMachine {
 /// Flushes `store` off the async workers.
 async fn flush(store: &Arc<dyn Store>) -> Result<(), io::Error> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.flush())
-        .await
-        .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
-        .map_err(store_err)
+    crate::offload::off_worker(store.is_in_memory(), "flush", move || store.flush()).await?.map_err(store_err)
 }
 
 fn set_current(current: &CurrentSnapshot, snapshot: Snapshot) {
@@ -118,9 +115,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let trust_domain = self.shared.read().state.registry.trust_domain().clone();
         let decode_domain = trust_domain.clone();
         let (signing_keys, mut shards, saved) =
-            tokio::task::spawn_blocking(move || data.into_parts(&decode_domain))
-                .await
-                .map_err(|e| io::Error::other(format!("snapshot decode task failed: {e}")))??;
+            crate::offload::off_worker(self.store.is_in_memory(), "snapshot decode", move || {
+                data.into_parts(&decode_domain)
+            })
+            .await??;
         let mut registry = Registry::new(trust_domain);
         let mut trust = idmesh_state::crdt::TrustBundle::default();
         for shard in &mut shards {

@@ -44,6 +44,7 @@ openraft::declare_raft_types!(
         R = WriteOutcome,
         NodeId = u64,
         Node = NodeInfo,
+        AsyncRuntime = crate::RaftRuntime,
 );
 
 /// openraft's handle, for this configuration.

@@ -50,6 +50,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every write that returned before this call durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Whether this store lives in memory, so that its calls (flush included) return at once
+    /// and may run on an async worker instead of a thread of their own. Disk stores answer
+    /// false (the default). A simulation relies on this: with no thread of its own, a node's
+    /// every step happens on the simulation's thread, in a reproducible order.
+    fn is_in_memory(&self) -> bool {
+        false
+    }
+
     /// Bytes the store occupies on disk (0 for an in-memory store).
     fn size_on_disk(&self) -> Result<u64, StoreError>;
 }

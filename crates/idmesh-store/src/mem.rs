@@ -134,4 +134,8 @@ impl Store for MemStore {
     fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    fn is_in_memory(&self) -> bool {
+        true
+    }
 }

@@ -1,7 +1,7 @@
 //! `idmesh.v1.Mesh`: other sites as this node sees them, and merge conflicts.
 
 use crate::mesh::LinkState;
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_proto::v1::mesh_server::Mesh;
 use idmesh_proto::v1::{
     BundlePiece, Conflict, ExportBundleRequest, ExportTrustRequest, GetMeshStatusRequest,
@@ -108,7 +108,7 @@ impl Mesh for MeshApi {
         &self,
         _request: Request<GetMeshStatusRequest>,
     ) -> Result<Response<MeshStatus>, Status> {
-        let now = clock::now();
+        let now = self.node.now();
         let sites = self
             .node
             .mesh()

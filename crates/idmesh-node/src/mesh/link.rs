@@ -20,9 +20,8 @@ const DRAIN_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// `base` scaled by a random factor in [0.5, 1.5), so links that failed together do not retry
 /// together.
-fn jittered(base: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let factor = if getrandom::getrandom(&mut byte).is_ok() { 0.5 + f64::from(byte[0]) / 256.0 } else { 1.0 };
+fn jittered(node: &Node, base: Duration) -> Duration {
+    let factor = node.random_bytes::<1>().map_or(1.0, |[byte]| 0.5 + f64::from(byte) / 256.0);
     base.mul_f64(factor)
 }
 
@@ -39,6 +38,7 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
         });
         let opened_before = node.mesh().sessions_opened(&site);
         let outcome = tokio::select! {
+            biased;
             outcome = dial(&node, &site, &addr) => outcome,
             _ = stopped.changed() => return,
         };
@@ -55,9 +55,10 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
         if node.mesh().sessions_opened(&site) > opened_before {
             backoff = BACKOFF_FIRST;
         }
-        let pause = jittered(backoff);
+        let pause = jittered(&node, backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(pause) => {}
             _ = stopped.changed() => return,
         }
@@ -65,13 +66,12 @@ pub async fn run_link(node: Node, site: String, addr: String, mut stopped: watch
 }
 
 async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("bad link address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect()
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = crate::transport::connect_channel(node.transport(), &endpoint, addr)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (tx, rx) = mpsc::channel(1024);

@@ -7,7 +7,7 @@
 //! for are marked for a reply. A peer's bad message ends the session; it never reaches the
 //! state.
 
-use crate::{Node, NodeError, clock};
+use crate::{Node, NodeError};
 use idmesh_proto::peer::sync_frame::Body;
 use idmesh_proto::peer::{ShardSync, SyncFrame, SyncHello};
 use idmesh_state::crdt::{ChangeHash, SHARD_COUNT, ShardId, SyncState, decode_sync_message};
@@ -143,6 +143,7 @@ async fn exchange(
             node.mesh().update(site, |s| s.messages_sent += sent);
         }
         let first = tokio::select! {
+            biased;
             frame = rx.next() => match frame {
                 Some(Ok(frame)) => Some(frame),
                 Some(Err(status)) => return Err(SessionError::Stream(status.message().to_owned())),
@@ -184,7 +185,7 @@ async fn exchange(
                         s.shards_pending = pending;
                         s.known_heads = known;
                         if pending == 0 {
-                            s.last_sync = Some(clock::now());
+                            s.last_sync = Some(node.now());
                         }
                     });
                 }

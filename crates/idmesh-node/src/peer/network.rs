@@ -40,12 +40,15 @@ const RPC_TIMEOUT_FLOOR: std::time::Duration = std::time::Duration::from_millis(
 #[derive(Debug, Clone)]
 pub struct Network {
     peers: Arc<Peers>,
+    /// Encode snapshots on the calling task (an in-memory store: a simulation) rather than on
+    /// tokio's blocking pool.
+    inline: bool,
 }
 
 impl Network {
     /// A network over `peers`.
-    pub fn new(peers: Arc<Peers>) -> Self {
-        Self { peers }
+    pub fn new(peers: Arc<Peers>, inline: bool) -> Self {
+        Self { peers, inline }
     }
 }
 
@@ -53,7 +56,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
-        PeerConnection { peers: self.peers.clone(), target, addr: node.peer_addr.clone() }
+        PeerConnection {
+            peers: self.peers.clone(),
+            target,
+            addr: node.peer_addr.clone(),
+            inline: self.inline,
+        }
     }
 }
 
@@ -63,6 +71,7 @@ pub struct PeerConnection {
     peers: Arc<Peers>,
     target: u64,
     addr: String,
+    inline: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -175,9 +184,9 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         let vote = serde_json::to_vec(&vote).map_err(encode_err)?;
         let meta = serde_json::to_vec(&snapshot.meta).map_err(encode_err)?;
         let view = snapshot.snapshot;
-        let encoded = tokio::task::spawn_blocking(move || view.encode())
+        let encoded = idmesh_raft::offload::off_worker(self.inline, "snapshot encode", move || view.encode())
             .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string()))))?
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let mut chunks = Vec::new();
         let mut data = encoded.chunks(SNAPSHOT_CHUNK_BYTES);
@@ -197,6 +206,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request.set_timeout(option.hard_ttl());
         tracing::info!(target_node = self.target, bytes, "sending snapshot");
         let reply = tokio::select! {
+            biased;
             reply = client.install_snapshot(request) => reply,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };

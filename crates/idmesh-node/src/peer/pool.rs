@@ -1,11 +1,12 @@
 //! Channels to the other members of the site, created once and reused by every RPC.
 
 use crate::NodeError;
+use crate::transport::{Transport, lazy_channel};
 use idmesh_proto::peer::PeerHeader;
 use idmesh_proto::peer::raft_peer_client::RaftPeerClient;
 use idmesh_types::{NodeId, SiteName, TrustDomain};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -17,13 +18,14 @@ pub struct Peers {
     trust_domain: TrustDomain,
     site: SiteName,
     me: NodeId,
+    transport: Arc<dyn Transport>,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
 }
 
 impl Peers {
     /// An empty cache for node `me` of `site`.
-    pub fn new(trust_domain: TrustDomain, site: SiteName, me: NodeId) -> Self {
-        Self { trust_domain, site, me, channels: Mutex::new(HashMap::new()) }
+    pub fn new(trust_domain: TrustDomain, site: SiteName, me: NodeId, transport: Arc<dyn Transport>) -> Self {
+        Self { trust_domain, site, me, transport, channels: Mutex::new(HashMap::new()) }
     }
 
     /// A client for node `target` at `addr`, on a cached channel (replaced if the address
@@ -33,7 +35,7 @@ impl Peers {
         let channel = match channels.get(&target) {
             Some((cached_addr, channel)) if cached_addr == addr => channel.clone(),
             _ => {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| {
                         NodeError::Invalid(idmesh_types::InvalidField::new(
                             "peer_addr",
@@ -43,8 +45,8 @@ impl Peers {
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy();
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let channel = lazy_channel(&self.transport, &endpoint, addr);
                 channels.insert(target, (addr.to_owned(), channel.clone()));
                 channel
             }

@@ -1,0 +1,38 @@
+//! No acknowledged admin write is lost: every registration and revocation a client was told
+//! succeeded is, after the heal, present at every node of every site — whatever crashed,
+//! whichever leader changed, whatever was cut off. Protects durability (nothing acknowledged
+//! before it is on disk) and replication (nothing acknowledged is dropped by a merge).
+
+use super::Violation;
+use crate::ledger::AckedWrite;
+use crate::world::{World, lock};
+use idmesh_state::AgentStatus;
+
+/// The final check.
+pub fn check(world: &World) -> Vec<Violation> {
+    let writes = lock(&world.ledger).writes.clone();
+    let nodes = lock(&world.nodes).clone();
+    let mut out = Vec::new();
+    for (host, node) in &nodes {
+        let state = node.shared().read();
+        let registry = &state.state.registry;
+        for (at_ms, _, write) in &writes {
+            let (agent, want_revoked) = match write {
+                AckedWrite::Registered { agent } => (agent, false),
+                AckedWrite::Revoked { agent } => (agent, true),
+            };
+            let status = agent.parse().ok().and_then(|id| registry.get(&id)).map(|a| a.status);
+            let lost = match status {
+                None => true,
+                Some(status) => want_revoked && status != AgentStatus::Revoked,
+            };
+            if lost {
+                out.push(Violation::new(
+                    "acknowledged_writes",
+                    format!("{write:?} acknowledged at {at_ms} ms is missing at {host} (shows {status:?})"),
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,154 @@
+//! One run: build the world of a seed, drive it through boot, chaos, heal and quiet, then check
+//! every invariant.
+
+use crate::faults::{Faults, MAX_LATENCY_DEFAULT_MS};
+use crate::figures::Figures;
+use crate::invariants::{self, Violation};
+use crate::observe::Observer;
+use crate::plan::{Plan, Shape};
+use crate::sim_host::EPOCH_MS;
+use crate::world::{Bugs, World, lock};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Simulated time per step.
+pub const TICK_MS: u64 = 2;
+/// Simulated time between two observations.
+const OBSERVE_EVERY_MS: u64 = 100;
+/// Simulated time between two convergence checks after the heal.
+const CONVERGENCE_CHECK_EVERY_MS: u64 = 500;
+
+/// How to run a seed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The shape of the run.
+    pub shape: Shape,
+    /// Bugs to switch on.
+    pub bugs: Bugs,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Broken invariants (empty: the run passed).
+    pub violations: Vec<Violation>,
+    /// The event trace.
+    pub trace: Vec<String>,
+    /// SHA-256 of the trace.
+    pub trace_digest: String,
+    /// Figures of the run.
+    pub figures: Figures,
+}
+
+thread_local! {
+    /// Panics on this thread since the run began (a run is one thread).
+    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Installs (once) a panic hook that records panics of simulation threads.
+fn record_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.borrow_mut().push(info.to_string()));
+            previous(info);
+        }));
+    });
+}
+
+/// Runs `seed` and checks it.
+pub fn run(seed: u64, options: Options) -> Report {
+    record_panics();
+    PANICS.with(|p| p.borrow_mut().clear());
+    let started = Instant::now();
+    let plan = Plan::from_seed(seed, options.shape);
+    let timing = plan.timing;
+    let world = Arc::new(World::new(plan, options.bugs));
+    idmesh_raft::seed_raft_rng(seed);
+
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(Duration::from_millis(timing.heal_at_ms + timing.quiet_max_ms + 10_000))
+        .tick_duration(Duration::from_millis(TICK_MS))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(MAX_LATENCY_DEFAULT_MS))
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .tcp_capacity(4096)
+        .rng_seed(seed);
+    let mut sim = builder.build();
+    for (site, node, host) in world.plan.hosts() {
+        let world = world.clone();
+        sim.host(host.as_str(), move || world.clone().run_node(site, node));
+    }
+    for site in 0..world.plan.sites.len() {
+        let name = format!("client-{}", world.plan.sites[site].name);
+        sim.client(name.as_str(), crate::workload::run_client(world.clone(), site));
+    }
+
+    let mut faults = Faults::default();
+    let mut observer = Observer::default();
+    let mut pending = world.plan.faults.clone();
+    let mut violations = Vec::new();
+    let (mut healed, mut converged_at) = (false, None);
+    let (mut next_observe, mut next_check) = (0, timing.heal_at_ms);
+    loop {
+        if let Err(e) = sim.step() {
+            violations.push(Violation::new("host_failed", e.to_string()));
+            break;
+        }
+        let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for fault in entry.remove() {
+                faults.apply(&mut sim, &world, &fault, now);
+            }
+        }
+        if !healed && now >= timing.heal_at_ms {
+            healed = true;
+            world.writes_open.store(false, Ordering::SeqCst);
+            faults.heal(&mut sim, &world, now);
+        }
+        if now >= next_observe {
+            next_observe = now + OBSERVE_EVERY_MS;
+            observer.observe(&world, now);
+        }
+        if healed && now >= next_check {
+            next_check = now + CONVERGENCE_CHECK_EVERY_MS;
+            if invariants::convergence::converged(&world) {
+                converged_at = Some(now);
+                world.trace(now, "converged");
+                break;
+            }
+            if now >= timing.heal_at_ms + timing.quiet_max_ms {
+                break;
+            }
+        }
+    }
+
+    violations.append(&mut observer.violations);
+    violations.extend(lock(&world.boot_errors).iter().map(|e| Violation::new("host_failed", e.clone())));
+    violations.extend(
+        PANICS.with(|p| p.borrow_mut().drain(..).map(|m| Violation::new("no_panic", m)).collect::<Vec<_>>()),
+    );
+    violations.extend(invariants::convergence::check(&world));
+    violations.extend(invariants::acknowledged_writes::check(&world));
+    violations.extend(invariants::revocation_wins::check_everywhere(&world));
+    violations.extend(invariants::issuance_after_revocation::check(&world, &observer.revocations));
+    violations.extend(invariants::audit_records::check(&world));
+
+    let figures = Figures::of_run(&world, &observer, converged_at, started.elapsed());
+    for (host, hash) in invariants::convergence::hashes(&world) {
+        world.trace(converged_at.unwrap_or(0), format!("final {host} {hash}"));
+    }
+    // Tear the simulation down before the world: node tasks hold clones of it.
+    drop(sim);
+    let trace = lock(&world.trace);
+    Report { seed, violations, trace: trace.lines().to_vec(), trace_digest: trace.digest(), figures }
+}
