@@ -1,24 +1,31 @@
 //! `idmesh-simulations`: run one seed (`--seed N`) or a batch (`--seeds N [--first S]`).
+//!
+//! A batch runs every seed in a child process of its own (`--jobs` at a time), so a seed whose
+//! run panics or aborts is reported as a failure of that seed and the batch goes on.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Parser;
 use idmesh_simulations::figures::summary;
 use idmesh_simulations::plan::Shape;
 use idmesh_simulations::{Bugs, Options, run};
 use std::io::Write as _;
+use std::process::Command;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Deterministic simulation of an idmesh mesh: faults from a seed, invariants on every run")]
 struct Args {
     /// Run exactly this seed (and print its trace with --trace).
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
-    /// Run this many seeds, starting at --first.
+    /// Run this many seeds, starting at --first, each in a child process.
     #[arg(long)]
     seeds: Option<u64>,
     /// The first seed of a batch.
     #[arg(long, default_value_t = 1)]
     first: u64,
+    /// Child processes at a time in a batch (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Simulated seconds of chaos (workload and faults) before the heal.
     #[arg(long, default_value_t = 40)]
     chaos_secs: u64,
@@ -31,6 +38,9 @@ struct Args {
     /// Re-introduce a known bug (to see the simulation catch it): ack-before-flush.
     #[arg(long)]
     bug: Option<String>,
+    /// Print the result as one JSON line (used by batches).
+    #[arg(long, hide = true)]
+    json: bool,
 }
 
 /// Log lines carry simulated time (the wall clock would differ between two runs of a seed).
@@ -55,64 +65,139 @@ fn main() -> Result<()> {
         Some("ack-before-flush") => Bugs { ack_before_flush: true },
         Some(other) => anyhow::bail!("unknown --bug {other:?}; known: ack-before-flush"),
     };
+    if !idmesh_simulations::run::reproducible() {
+        eprintln!(
+            "warning: built without --cfg tokio_unstable (a RUSTFLAGS variable replaces .cargo/config.toml): tokio's internal choices are not seeded and a seed will not replay exactly"
+        );
+    }
     let options =
         Options { shape: Shape { chaos_ms: args.chaos_secs * 1000, fault_count: args.faults }, bugs };
-    let seeds: Vec<u64> = match (args.seed, args.seeds) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(count)) => (args.first..args.first + count).collect(),
-        (None, None) => vec![args.first],
-    };
+    match args.seeds {
+        Some(count) => batch(&args, count),
+        None => single(&args, args.seed.unwrap_or(args.first), options),
+    }
+}
+
+fn single(args: &Args, seed: u64, options: Options) -> Result<()> {
+    let report = run(seed, options);
     let mut out = std::io::stdout().lock();
-    let mut failed = Vec::new();
-    let (mut convergence, mut revocation, mut partitioned, mut wall) = (vec![], vec![], vec![], vec![]);
-    for &seed in &seeds {
-        let report = run(seed, options);
-        if args.trace {
-            for line in &report.trace {
-                writeln!(out, "{line}")?;
-            }
+    if args.trace {
+        for line in &report.trace {
+            writeln!(out, "{line}")?;
         }
-        let f = &report.figures;
-        writeln!(
-            out,
-            "seed {seed}: {} · trace {} · converged {} after heal · revocations everywhere {} after heal · {} tokens ({} while partitioned) · {} writes · {:.1} s",
-            if report.violations.is_empty() { "ok" } else { "FAILED" },
-            &report.trace_digest[..16],
-            f.heal_to_convergence_ms.map_or("never".into(), |ms| format!("{ms} ms")),
-            f.revocation_after_heal_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-            f.tokens_issued,
-            f.tokens_while_partitioned,
-            f.writes_acknowledged,
-            f.wall.as_secs_f64(),
-        )?;
+    }
+    if args.json {
+        writeln!(out, "RESULT {}", report.to_json())?;
+    } else {
+        writeln!(out, "{}", report.summary_line())?;
         for violation in &report.violations {
             writeln!(out, "  {violation}")?;
         }
         if !report.violations.is_empty() {
-            failed.push(seed);
+            writeln!(out, "reproduce: {}", reproduce(args, seed))?;
         }
-        convergence.extend(f.heal_to_convergence_ms);
-        revocation.extend(f.revocation_after_heal_ms);
-        partitioned.push(f.tokens_while_partitioned as u64);
-        wall.push(u64::try_from(f.wall.as_millis()).unwrap_or(u64::MAX));
     }
-    if seeds.len() > 1 {
-        writeln!(out, "{}", summary("heal → convergence", &convergence, " ms"))?;
-        writeln!(out, "{}", summary("revocation applied everywhere after heal", &revocation, " ms"))?;
-        writeln!(out, "{}", summary("tokens issued while partitioned", &partitioned, ""))?;
-        writeln!(out, "{}", summary("wall time per run", &wall, " ms"))?;
-    }
-    if !failed.is_empty() {
-        writeln!(out, "{} of {} seeds failed: {failed:?}", failed.len(), seeds.len())?;
-        for seed in &failed {
-            let bug = args.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default();
-            writeln!(
-                out,
-                "reproduce: cargo run --release -p idmesh-simulations -- --seed {seed} --chaos-secs {} --faults {}{bug} --trace",
-                args.chaos_secs, args.faults
-            )?;
-        }
+    out.flush()?;
+    if !report.violations.is_empty() {
         std::process::exit(1);
     }
     Ok(())
+}
+
+fn reproduce(args: &Args, seed: u64) -> String {
+    let bug = args.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default();
+    format!(
+        "cargo run --release -p idmesh-simulations -- --seed {seed} --chaos-secs {} --faults {}{bug} --trace",
+        args.chaos_secs, args.faults
+    )
+}
+
+/// What a child reported (or how it died).
+fn run_child(args: &Args, seed: u64) -> Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("cannot find this program to run a seed")?;
+    let mut command = Command::new(exe);
+    command.args(["--seed", &seed.to_string(), "--chaos-secs", &args.chaos_secs.to_string()]);
+    command.args(["--faults", &args.faults.to_string(), "--json"]);
+    if let Some(bug) = &args.bug {
+        command.args(["--bug", bug]);
+    }
+    let output = command.output().context("cannot start a seed's process")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+        return serde_json::from_str(line).context("a seed's result does not parse");
+    }
+    // The run died before reporting: most likely a panic, which the default hook printed.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let panic =
+        stderr.lines().skip_while(|l| !l.contains("panicked at")).take(2).collect::<Vec<_>>().join(" ");
+    let detail =
+        if panic.is_empty() { format!("the run ended with {} and no result", output.status) } else { panic };
+    Ok(serde_json::json!({"seed": seed, "violations": [format!("[no_panic] {detail}")], "figures": {}}))
+}
+
+fn batch(args: &Args, count: u64) -> Result<()> {
+    let seeds: Vec<u64> = (args.first..args.first + count).collect();
+    let jobs =
+        args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(seeds.clone().into_iter()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let (queue, sender) = (queue.clone(), sender.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    let Some(seed) = next else { break };
+                    let _ = sender.send((seed, run_child(args, seed)));
+                }
+            });
+        }
+        drop(sender);
+    });
+    let mut results: Vec<(u64, Result<serde_json::Value>)> = receiver.into_iter().collect();
+    results.sort_by_key(|(seed, _)| *seed);
+
+    let mut out = std::io::stdout().lock();
+    let mut failed = Vec::new();
+    let (mut convergence, mut revocation, mut partitioned, mut wall) = (vec![], vec![], vec![], vec![]);
+    for (seed, result) in &results {
+        let value = match result {
+            Ok(value) => value,
+            Err(e) => {
+                writeln!(out, "seed {seed}: FAILED to run: {e:#}")?;
+                failed.push(*seed);
+                continue;
+            }
+        };
+        let violations: Vec<String> = value["violations"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        writeln!(out, "{}", value["line"].as_str().unwrap_or(&format!("seed {seed}: FAILED")))?;
+        for violation in &violations {
+            writeln!(out, "  {violation}")?;
+        }
+        if !violations.is_empty() {
+            failed.push(*seed);
+        }
+        let figures = &value["figures"];
+        convergence.extend(figures["heal_to_convergence_ms"].as_u64());
+        revocation.extend(figures["revocation_after_heal_ms"].as_u64());
+        partitioned.extend(figures["tokens_while_partitioned"].as_u64());
+        wall.extend(figures["wall_ms"].as_u64());
+    }
+    writeln!(out, "{}", summary("heal → convergence", &convergence, " ms"))?;
+    writeln!(out, "{}", summary("revocation applied everywhere after heal", &revocation, " ms"))?;
+    writeln!(out, "{}", summary("tokens issued while partitioned", &partitioned, ""))?;
+    writeln!(out, "{}", summary("wall time per run", &wall, " ms"))?;
+    if failed.is_empty() {
+        writeln!(out, "all {} seeds passed", seeds.len())?;
+        return Ok(());
+    }
+    writeln!(out, "{} of {} seeds failed: {failed:?}", failed.len(), seeds.len())?;
+    for seed in &failed {
+        writeln!(out, "reproduce: {}", reproduce(args, *seed))?;
+    }
+    out.flush()?;
+    std::process::exit(1);
 }

@@ -61,6 +61,51 @@ fn record_panics() {
     });
 }
 
+/// Whether this build replays seeds exactly: tokio's internal random choices are seeded only
+/// when it was compiled with `--cfg tokio_unstable` (see `.cargo/config.toml`).
+pub fn reproducible() -> bool {
+    cfg!(tokio_unstable)
+}
+
+impl Report {
+    /// One human line: outcome, trace digest and figures.
+    pub fn summary_line(&self) -> String {
+        let f = &self.figures;
+        format!(
+            "seed {}: {} · trace {} · converged {} after heal · revocations everywhere {} after heal · {} tokens ({} while partitioned) · {} writes · {:.1} s",
+            self.seed,
+            if self.violations.is_empty() { "ok" } else { "FAILED" },
+            &self.trace_digest[..16.min(self.trace_digest.len())],
+            f.heal_to_convergence_ms.map_or("never".into(), |ms| format!("{ms} ms")),
+            f.revocation_after_heal_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            f.tokens_issued,
+            f.tokens_while_partitioned,
+            f.writes_acknowledged,
+            f.wall.as_secs_f64(),
+        )
+    }
+
+    /// The report as one JSON object (what a batch's child prints).
+    pub fn to_json(&self) -> String {
+        let f = &self.figures;
+        serde_json::json!({
+            "seed": self.seed,
+            "line": self.summary_line(),
+            "violations": self.violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "trace_digest": self.trace_digest,
+            "figures": {
+                "heal_to_convergence_ms": f.heal_to_convergence_ms,
+                "revocation_after_heal_ms": f.revocation_after_heal_ms,
+                "tokens_issued": f.tokens_issued,
+                "tokens_while_partitioned": f.tokens_while_partitioned,
+                "writes_acknowledged": f.writes_acknowledged,
+                "wall_ms": u64::try_from(f.wall.as_millis()).unwrap_or(u64::MAX),
+            },
+        })
+        .to_string()
+    }
+}
+
 /// Runs `seed` and checks it.
 pub fn run(seed: u64, options: Options) -> Report {
     record_panics();

@@ -43,7 +43,7 @@ pub fn open(
     trust_domain: TrustDomain,
 ) -> Result<(LogStore, StateMachine), std::io::Error> {
     let flusher = flusher::Flusher::start(store.clone())?;
-    let log = LogStore::new(store.clone(), flusher);
-    let sm = StateMachine::open(store, trust_domain)?;
+    let log = LogStore::new(store.clone(), flusher.clone());
+    let sm = StateMachine::open(store, trust_domain, flusher)?;
     Ok((log, sm))
 }

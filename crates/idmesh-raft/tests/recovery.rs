@@ -88,6 +88,21 @@ async fn state_machine_after_a_crash_is_consistent_with_its_applied_id() {
     assert_eq!(sm.shared().read().state.registry.len(), 3);
 }
 
+/// What a node has applied (and so may have shown or acted on) is never lost by a crash: openraft
+/// saves the committed pointer just before it applies, and applying makes that pointer durable
+/// first, so a restart re-applies at least as far. (The simulation found a follower that
+/// applied a revocation, crashed, and came back showing the agent active.)
+#[tokio::test]
+async fn what_was_applied_is_still_committed_after_a_crash() {
+    let store = MemStore::new();
+    let (mut log, mut sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
+    log.save_committed(Some(log_id(3))).await.unwrap();
+    apply(&mut sm, (1..=3).map(register).collect()).await;
+    store.crash();
+    let (mut log, _sm) = idmesh_raft::open(Arc::new(store.clone()), td()).unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3)));
+}
+
 #[tokio::test]
 async fn a_snapshot_round_trips_through_its_encoding() {
     let (_log, mut leader) = idmesh_raft::open(Arc::new(MemStore::new()), td()).unwrap();

@@ -7,13 +7,15 @@
 use super::Violation;
 use crate::world::{World, lock};
 use idmesh_state::AgentStatus;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Per host: agents seen revoked there, with the end of that node's audit log when first seen.
 #[derive(Debug, Default)]
 pub struct RevocationWatch {
     /// By host, by agent: the audit log's last sequence number when the revocation was seen.
     pub seen: BTreeMap<String, BTreeMap<String, u64>>,
+    /// (host, agent) pairs already reported, so one undoing is one violation.
+    reported: BTreeSet<(String, String)>,
 }
 
 impl RevocationWatch {
@@ -27,7 +29,8 @@ impl RevocationWatch {
         let seen = self.seen.entry(host.to_owned()).or_default();
         for agent in seen.keys() {
             let status = agent.parse().ok().and_then(|id| registry.get(&id)).map(|a| a.status);
-            if status != Some(AgentStatus::Revoked) {
+            if status != Some(AgentStatus::Revoked) && self.reported.insert((host.to_owned(), agent.clone()))
+            {
                 out.push(Violation::new(
                     "revocation_wins",
                     format!("{agent} was revoked at {host}, then showed {status:?} at {now_ms} ms"),
