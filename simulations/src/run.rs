@@ -187,6 +187,7 @@ pub fn run(seed: u64, options: Options) -> Report {
     violations.extend(invariants::revocation_wins::check_everywhere(&world));
     violations.extend(invariants::issuance_after_revocation::check(&world, &observer.revocations));
     violations.extend(invariants::audit_records::check(&world));
+    violations.extend(invariants::raft_safety::check_logs(&world));
 
     let figures = Figures::of_run(&world, &observer, converged_at, started.elapsed());
     for (host, hash) in invariants::convergence::hashes(&world) {

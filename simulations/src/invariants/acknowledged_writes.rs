@@ -8,30 +8,33 @@ use crate::ledger::AckedWrite;
 use crate::world::{World, lock};
 use idmesh_state::AgentStatus;
 
-/// The final check.
+/// The final check: one violation per lost write, naming the nodes that lack it.
 pub fn check(world: &World) -> Vec<Violation> {
     let writes = lock(&world.ledger).writes.clone();
     let nodes = lock(&world.nodes).clone();
     let mut out = Vec::new();
-    for (host, node) in &nodes {
-        let state = node.shared().read();
-        let registry = &state.state.registry;
-        for (at_ms, _, write) in &writes {
-            let (agent, want_revoked) = match write {
-                AckedWrite::Registered { agent } => (agent, false),
-                AckedWrite::Revoked { agent } => (agent, true),
-            };
-            let status = agent.parse().ok().and_then(|id| registry.get(&id)).map(|a| a.status);
+    for (at_ms, _, write) in &writes {
+        let (agent, want_revoked) = match write {
+            AckedWrite::Registered { agent } => (agent, false),
+            AckedWrite::Revoked { agent } => (agent, true),
+        };
+        let mut lacking = Vec::new();
+        for (host, node) in &nodes {
+            let state = node.shared().read();
+            let status = agent.parse().ok().and_then(|id| state.state.registry.get(&id)).map(|a| a.status);
             let lost = match status {
                 None => true,
                 Some(status) => want_revoked && status != AgentStatus::Revoked,
             };
             if lost {
-                out.push(Violation::new(
-                    "acknowledged_writes",
-                    format!("{write:?} acknowledged at {at_ms} ms is missing at {host} (shows {status:?})"),
-                ));
+                lacking.push(format!("{host} ({status:?})"));
             }
+        }
+        if !lacking.is_empty() {
+            out.push(Violation::new(
+                "acknowledged_writes",
+                format!("{write:?} acknowledged at {at_ms} ms is missing at {}", lacking.join(", ")),
+            ));
         }
     }
     out
