@@ -18,6 +18,8 @@ pub struct Figures {
     pub tokens_while_partitioned: usize,
     /// Admin writes acknowledged.
     pub writes_acknowledged: usize,
+    /// Token checks after convergence (every token at every site), and how many were active.
+    pub tokens_checked: (usize, usize),
     /// Wall-clock time the run took.
     pub wall: Duration,
 }
@@ -45,6 +47,10 @@ impl Figures {
             tokens_issued: ledger.tokens.len(),
             tokens_while_partitioned: ledger.tokens.iter().filter(|t| t.partitioned).count(),
             writes_acknowledged: ledger.writes.len(),
+            tokens_checked: (
+                ledger.verifications.len(),
+                ledger.verifications.iter().filter(|v| v.active).count(),
+            ),
             wall,
         }
     }

@@ -16,6 +16,8 @@ pub enum AckedWrite {
 pub struct IssuedToken {
     /// The token's id.
     pub jti: String,
+    /// The token itself.
+    pub token: String,
     /// The agent's SPIFFE id.
     pub agent: String,
     /// The host of the node that issued it.
@@ -28,6 +30,21 @@ pub struct IssuedToken {
     pub partitioned: bool,
 }
 
+/// A token checked at a node of some site after the heal.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// The token's id.
+    pub jti: String,
+    /// The site that issued it.
+    pub issued_at_host: String,
+    /// The node that checked it.
+    pub host: String,
+    /// Whether it was active there.
+    pub active: bool,
+    /// Why not.
+    pub reason: String,
+}
+
 /// Everything clients were told, in the order they were told it.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -37,6 +54,8 @@ pub struct Ledger {
     pub tokens: Vec<IssuedToken>,
     /// Agents registered (acknowledged) by site, for clients that look for an agent to act on.
     pub registered: BTreeMap<String, usize>,
+    /// Tokens checked after the heal, at every site.
+    pub verifications: Vec<Verification>,
 }
 
 impl Ledger {

@@ -72,7 +72,7 @@ impl Report {
     pub fn summary_line(&self) -> String {
         let f = &self.figures;
         format!(
-            "seed {}: {} · trace {} · converged {} after heal · revocations everywhere {} after heal · {} tokens ({} while partitioned) · {} writes · {:.1} s",
+            "seed {}: {} · trace {} · converged {} after heal · revocations everywhere {} after heal · {} tokens ({} while partitioned; {} of {} checks across sites active) · {} writes · {:.1} s",
             self.seed,
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             &self.trace_digest[..16.min(self.trace_digest.len())],
@@ -80,6 +80,8 @@ impl Report {
             f.revocation_after_heal_ms.map_or("-".into(), |ms| format!("{ms} ms")),
             f.tokens_issued,
             f.tokens_while_partitioned,
+            f.tokens_checked.1,
+            f.tokens_checked.0,
             f.writes_acknowledged,
             f.wall.as_secs_f64(),
         )
@@ -104,6 +106,24 @@ impl Report {
         })
         .to_string()
     }
+}
+
+/// Simulated time the clients get to check every token after convergence.
+const VERIFY_MAX_MS: u64 = 60_000;
+
+/// Steps until every client has checked every token (or the time is up).
+fn verify_tokens(sim: &mut turmoil::Sim<'_>, violations: &mut Vec<Violation>) {
+    for _ in 0..VERIFY_MAX_MS / TICK_MS {
+        match sim.step() {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                violations.push(Violation::new("host_failed", e.to_string()));
+                return;
+            }
+        }
+    }
+    violations.push(Violation::new("cross_site_tokens", "clients did not finish checking tokens in time"));
 }
 
 /// Runs `seed` and checks it.
@@ -169,6 +189,8 @@ pub fn run(seed: u64, options: Options) -> Report {
             if invariants::convergence::converged(&world) {
                 converged_at = Some(now);
                 world.trace(now, "converged");
+                world.converged.store(true, Ordering::SeqCst);
+                verify_tokens(&mut sim, &mut violations);
                 break;
             }
             if now >= timing.heal_at_ms + timing.quiet_max_ms {
@@ -188,6 +210,9 @@ pub fn run(seed: u64, options: Options) -> Report {
     violations.extend(invariants::issuance_after_revocation::check(&world, &observer.revocations));
     violations.extend(invariants::audit_records::check(&world));
     violations.extend(invariants::raft_safety::check_logs(&world));
+    if converged_at.is_some() {
+        violations.extend(invariants::cross_site_tokens::check(&world));
+    }
 
     let figures = Figures::of_run(&world, &observer, converged_at, started.elapsed());
     for (host, hash) in invariants::convergence::hashes(&world) {

@@ -2,7 +2,7 @@
 //! over real gRPC to the nodes of its own site, at a pace drawn from the seed. It records what
 //! it was told in the ledger and the trace.
 
-use crate::ledger::{AckedWrite, IssuedToken};
+use crate::ledger::{AckedWrite, IssuedToken, Verification};
 use crate::rng::SimRng;
 use crate::sim_host::{EPOCH_MS, SimTransport, sim_ms};
 use crate::world::{PUBLIC_PORT, TRUST_DOMAIN, World, lock};
@@ -12,7 +12,7 @@ use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
 use idmesh_proto::v1::{
     IssueTokenRequest, RegisterAgentRequest, ResumeAgentRequest, RevokeAgentRequest, SuspendAgentRequest,
-    UpdateAgentRequest,
+    UpdateAgentRequest, VerifyTokenRequest,
 };
 use idmesh_state::PublicJwk;
 use std::collections::BTreeMap;
@@ -51,6 +51,10 @@ pub async fn run_client(world: Arc<World>, site: usize) -> turmoil::Result {
         tokio::time::sleep(Duration::from_millis(client.rng.range(pause / 2, pause * 3 / 2))).await;
         client.one_operation().await;
     }
+    while !client.world.converged.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.verify_every_token().await;
     Ok(())
 }
 
@@ -152,6 +156,7 @@ impl Client {
                 let partitioned = lock(&self.world.cut_sites).contains(&self.site);
                 lock(&self.world.ledger).tokens.push(IssuedToken {
                     jti: reply.jti.clone(),
+                    token: reply.access_token.clone(),
                     agent: id,
                     host,
                     audit_seq: reply.audit_seq,
@@ -201,6 +206,28 @@ impl Client {
         let request = UpdateAgentRequest { agent: agent.clone(), owner: Some(owner), ..Default::default() };
         let outcome = AgentRegistryClient::new(channel).update_agent(timed(request)).await;
         self.record("update", &agent, &host, &code(&outcome));
+    }
+}
+
+impl Client {
+    /// After convergence: every token any site issued, checked at a node of this site.
+    async fn verify_every_token(&mut self) {
+        let tokens = lock(&self.world.ledger).tokens.clone();
+        for token in tokens {
+            let (host, channel) = self.channel();
+            let request = VerifyTokenRequest { token: token.token.clone(), audience: "payments".into() };
+            let (active, reason) = match TokensClient::new(channel).verify_token(timed(request)).await {
+                Ok(reply) => (reply.get_ref().active, reply.get_ref().reason.clone()),
+                Err(status) => (false, format!("{:?}: {}", status.code(), status.message())),
+            };
+            lock(&self.world.ledger).verifications.push(Verification {
+                jti: token.jti,
+                issued_at_host: token.host,
+                host,
+                active,
+                reason,
+            });
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct World {
     pub trace: Mutex<Trace>,
     /// Whether clients may still write (false from the heal on).
     pub writes_open: AtomicBool,
+    /// Set once every node holds one state: clients then check tokens across sites.
+    pub converged: AtomicBool,
     /// Sites with a fault cutting them off right now (inside or from other sites).
     pub cut_sites: Mutex<BTreeSet<usize>>,
     /// Nodes that failed to start, with the reason.
@@ -85,6 +87,7 @@ impl World {
             ledger: Mutex::default(),
             trace: Mutex::default(),
             writes_open: AtomicBool::new(true),
+            converged: AtomicBool::new(false),
             cut_sites: Mutex::default(),
             boot_errors: Mutex::default(),
         }

@@ -5,6 +5,7 @@
 pub mod acknowledged_writes;
 pub mod audit_records;
 pub mod convergence;
+pub mod cross_site_tokens;
 pub mod issuance_after_revocation;
 pub mod raft_safety;
 pub mod revocation_wins;
