@@ -88,6 +88,7 @@ impl Faults {
                     offsets.own_ms.fetch_add(ms, Ordering::SeqCst);
                 }
             }
+            Fault::CarryBundle { from, to } => lock(&world.carried).exports.push((from, to)),
             Fault::MaxLatency { ms } => sim.set_max_message_latency(Duration::from_millis(ms)),
             Fault::LossyLink { site, node, per_mille } => {
                 self.lossy.insert((site, node), per_mille);

@@ -56,6 +56,8 @@ pub struct Ledger {
     pub registered: BTreeMap<String, usize>,
     /// Tokens checked after the heal, at every site.
     pub verifications: Vec<Verification>,
+    /// Bundles carried across an air gap, and how their imports ended.
+    pub imports: Vec<crate::carry::ImportOutcome>,
 }
 
 impl Ledger {

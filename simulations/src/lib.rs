@@ -11,6 +11,7 @@
 //! The invariants (one module each under [`invariants`]) are checked on every run.
 
 pub mod bugs;
+pub mod carry;
 pub mod faults;
 pub mod figures;
 pub mod invariants;

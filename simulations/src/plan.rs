@@ -50,6 +50,8 @@ pub enum Fault {
     StepClock { site: usize, node: usize, ms: i64 },
     /// Sets the longest delivery delay of every message.
     MaxLatency { ms: u64 },
+    /// An operator exports a bundle at site `from` and imports it at site `to`.
+    CarryBundle { from: usize, to: usize },
     /// Makes a link between two hosts drop what it carries with the given probability per
     /// message (per mille), which breaks the TCP streams crossing it.
     LossyLink { site: usize, node: usize, per_mille: u64 },
@@ -130,6 +132,16 @@ impl Plan {
         };
         for _ in 0..shape.fault_count {
             plan.draw_fault(&mut rng);
+        }
+        // Bundles come from a stream of their own, so the faults above stay what they were for
+        // a seed whatever is drawn here.
+        let mut carry = SimRng::new(seed, "plan/bundles");
+        for _ in 0..carry.range(0, 3) {
+            let at = carry.range(chaos_from_ms, heal_at_ms);
+            let from = usize::try_from(carry.range(0, plan.sites.len() as u64)).unwrap_or(0);
+            let to = (from + usize::try_from(carry.range(1, plan.sites.len() as u64)).unwrap_or(1))
+                % plan.sites.len();
+            plan.at(at, Fault::CarryBundle { from, to });
         }
         plan
     }

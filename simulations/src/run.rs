@@ -210,6 +210,7 @@ pub fn run(seed: u64, options: Options) -> Report {
     violations.extend(invariants::issuance_after_revocation::check(&world, &observer.revocations));
     violations.extend(invariants::audit_records::check(&world));
     violations.extend(invariants::raft_safety::check_logs(&world));
+    violations.extend(invariants::bundles::check(&world));
     if converged_at.is_some() {
         violations.extend(invariants::cross_site_tokens::check(&world));
     }

@@ -84,6 +84,11 @@ impl Client {
     }
 
     async fn one_operation(&mut self) {
+        if crate::carry::has_work(&self.world, self.site) {
+            let (_, channel) = self.channel();
+            crate::carry::export_pending(&self.world, self.site, channel.clone(), sim_ms()).await;
+            crate::carry::import_pending(&self.world, self.site, channel, sim_ms()).await;
+        }
         let roll = self.rng.range(0, 100);
         if self.agents.is_empty() || (roll < 30 && self.agents.len() < AGENTS_MAX) {
             self.register().await;

@@ -62,6 +62,8 @@ pub struct World {
     pub converged: AtomicBool,
     /// Sites with a fault cutting them off right now (inside or from other sites).
     pub cut_sites: Mutex<BTreeSet<usize>>,
+    /// Bundles on their way.
+    pub carried: Mutex<crate::carry::Carried>,
     /// Nodes that failed to start, with the reason.
     pub boot_errors: Mutex<Vec<String>>,
 }
@@ -89,6 +91,7 @@ impl World {
             writes_open: AtomicBool::new(true),
             converged: AtomicBool::new(false),
             cut_sites: Mutex::default(),
+            carried: Mutex::default(),
             boot_errors: Mutex::default(),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod acknowledged_writes;
 pub mod audit_records;
+pub mod bundles;
 pub mod convergence;
 pub mod cross_site_tokens;
 pub mod issuance_after_revocation;
