@@ -92,12 +92,7 @@ impl Faults {
             Fault::MaxLatency { ms } => sim.set_max_message_latency(Duration::from_millis(ms)),
             Fault::LossyLink { site, node, per_mille } => {
                 self.lossy.insert((site, node), per_mille);
-                let name = host(site, node);
-                for (_, _, other) in plan.hosts() {
-                    if other != name {
-                        sim.set_link_fail_rate(name.as_str(), other.as_str(), per_mille as f64 / 1000.0);
-                    }
-                }
+                set_loss(sim, world, &host(site, node), per_mille as f64 / 1000.0);
             }
         }
         world.trace(now_ms, format!("fault {shown}"));
@@ -110,12 +105,7 @@ impl Faults {
         self.link_cuts.clear();
         sim.set_max_message_latency(Duration::from_millis(MAX_LATENCY_DEFAULT_MS));
         for (site, node) in std::mem::take(&mut self.lossy).into_keys() {
-            let name = world.plan.sites[site].host(node);
-            for (_, _, other) in world.plan.hosts() {
-                if other != name {
-                    sim.set_link_fail_rate(name.as_str(), other.as_str(), 0.0);
-                }
-            }
+            set_loss(sim, world, &world.plan.sites[site].host(node), 0.0);
         }
         for (site, node) in std::mem::take(&mut self.crashed) {
             restart(sim, world, &world.plan.sites[site].host(node));
@@ -159,6 +149,15 @@ impl Faults {
                     sim.repair(ha.as_str(), hb.as_str());
                 }
             }
+        }
+    }
+}
+
+/// Sets the loss rate of every link between `host` and the other nodes.
+fn set_loss(sim: &mut turmoil::Sim<'_>, world: &World, host: &str, rate: f64) {
+    for (_, _, other) in world.plan.hosts() {
+        if other != host {
+            sim.set_link_fail_rate(host, other.as_str(), rate);
         }
     }
 }

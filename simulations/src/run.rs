@@ -207,8 +207,9 @@ pub fn run(seed: u64, options: Options) -> Report {
     violations.extend(invariants::convergence::check(&world));
     violations.extend(invariants::acknowledged_writes::check(&world));
     violations.extend(invariants::revocation_wins::check_everywhere(&world));
-    violations.extend(invariants::issuance_after_revocation::check(&world, &observer.revocations));
-    violations.extend(invariants::audit_records::check(&world));
+    let audit_logs = invariants::audit_records::read_logs(&world);
+    violations.extend(invariants::issuance_after_revocation::check(&audit_logs, &observer.revocations));
+    violations.extend(invariants::audit_records::check(&world, &audit_logs));
     violations.extend(invariants::raft_safety::check_logs(&world));
     violations.extend(invariants::bundles::check(&world));
     if converged_at.is_some() {

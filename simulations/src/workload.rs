@@ -4,7 +4,7 @@
 
 use crate::ledger::{AckedWrite, IssuedToken, Verification};
 use crate::rng::SimRng;
-use crate::sim_host::{EPOCH_MS, SimTransport, sim_ms};
+use crate::sim_host::{ClockOffsets, SimTransport, sim_ms};
 use crate::world::{PUBLIC_PORT, TRUST_DOMAIN, World, lock};
 use ed25519_dalek::SigningKey;
 use idmesh_node::transport::{Transport, lazy_channel};
@@ -134,9 +134,10 @@ impl Client {
         let jti = format!("{}-{}", self.name(), self.assertions);
         let Some(agent) = self.agents.get(index) else { return };
         let id = spiffe(&agent.name);
-        let now_secs = (EPOCH_MS + sim_ms())
-            .saturating_add_signed(self.world.global_clock_ms.load(Ordering::SeqCst))
-            / 1000;
+        // Clients keep true time, moved only by the mesh-wide jumps.
+        let clock =
+            ClockOffsets { global_ms: self.world.global_clock_ms.clone(), own_ms: Default::default() };
+        let now_secs = clock.wall_at(sim_ms()).0 / 1000;
         let audience = format!("https://{TRUST_DOMAIN}/sites/{}", self.name());
         let claims = serde_json::json!({"iss": id, "sub": id, "aud": audience, "iat": now_secs, "exp": now_secs + 120, "jti": jti});
         let kid = PublicJwk::of_signing_key(&agent.key).thumbprint();

@@ -9,31 +9,38 @@
 
 use super::Violation;
 use crate::world::{World, lock};
-use idmesh_audit::Event;
+use idmesh_audit::{Event, Record};
 use std::collections::BTreeMap;
 
 /// Most audit records read per node.
 const RECORDS_MAX: usize = 1_000_000;
 
-/// The final check.
-pub fn check(world: &World) -> Vec<Violation> {
+/// Every running node's whole audit log, by host (read once, for every audit check).
+pub fn read_logs(world: &World) -> BTreeMap<String, Result<Vec<Record>, String>> {
+    lock(&world.nodes)
+        .iter()
+        .map(|(host, node)| (host.clone(), node.audit().read_from(1, RECORDS_MAX).map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// The final check, over the logs [`read_logs`] read.
+pub fn check(world: &World, logs: &BTreeMap<String, Result<Vec<Record>, String>>) -> Vec<Violation> {
     let tokens = lock(&world.ledger).tokens.clone();
-    let nodes = lock(&world.nodes).clone();
     let mut out = Vec::new();
     let mut by_host: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::new();
-    for (host, node) in &nodes {
-        let records = match node.audit().read_from(1, RECORDS_MAX) {
+    for (host, records) in logs {
+        let records = match records {
             Ok(records) => records,
             Err(e) => {
                 out.push(Violation::new("audit_records", format!("{host}: audit log unreadable: {e}")));
                 continue;
             }
         };
-        if let Err(e) = idmesh_audit::verify_chain(&records) {
+        if let Err(e) = idmesh_audit::verify_chain(records) {
             out.push(Violation::new("audit_records", format!("{host}: chain does not verify: {e}")));
         }
         let jtis = by_host.entry(host.clone()).or_default();
-        for record in &records {
+        for record in records {
             if let Event::TokenIssued(token) = &record.event {
                 jtis.entry(token.jti.clone()).or_default().push(record.seq);
             }

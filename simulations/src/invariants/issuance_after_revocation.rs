@@ -5,30 +5,20 @@
 
 use super::Violation;
 use super::revocation_wins::RevocationWatch;
-use crate::world::{World, lock};
-use idmesh_audit::Event;
-
-/// Most audit records read per node.
-const RECORDS_MAX: usize = 1_000_000;
+use idmesh_audit::{Event, Record};
+use std::collections::BTreeMap;
 
 /// The final check: every `TokenIssued` record after the point where the observer first saw
-/// the agent revoked at that node is a violation.
-pub fn check(world: &World, revocations: &RevocationWatch) -> Vec<Violation> {
-    let nodes = lock(&world.nodes).clone();
+/// the agent revoked at that node is a violation. (`logs`: every node's audit log, from
+/// `audit_records::read_logs`; an unreadable one is reported there.)
+pub fn check(
+    logs: &BTreeMap<String, Result<Vec<Record>, String>>,
+    revocations: &RevocationWatch,
+) -> Vec<Violation> {
     let mut out = Vec::new();
-    for (host, node) in &nodes {
-        let Some(seen) = revocations.seen.get(host) else { continue };
-        let records = match node.audit().read_from(1, RECORDS_MAX) {
-            Ok(records) => records,
-            Err(e) => {
-                out.push(Violation::new(
-                    "issuance_after_revocation",
-                    format!("{host}: audit log unreadable: {e}"),
-                ));
-                continue;
-            }
-        };
-        for record in &records {
+    for (host, records) in logs {
+        let (Some(seen), Ok(records)) = (revocations.seen.get(host), records) else { continue };
+        for record in records {
             if let Event::TokenIssued(token) = &record.event
                 && let Some(&revoked_by) = seen.get(&token.agent)
                 && record.seq > revoked_by
