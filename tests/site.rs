@@ -114,7 +114,12 @@ async fn a_node_down_across_a_snapshot_catches_up_by_snapshot_install() {
     assert!(status.purged_index > 0);
 
     site.spawn(lagging);
-    let caught_up = site.wait_status(lagging, WAIT, "200 agents applied", |s| s.agent_count == 200).await;
+    // Caught up means applied as far as the leader's log, not just 200 agents visible: an
+    // installed snapshot replaces the registry a moment before openraft's metrics show its
+    // index, and a status read in between showed 200 agents with applied_index 2.
+    let caught_up = site
+        .wait_status(lagging, WAIT, "200 agents applied", |s| s.agent_count == 200 && s.applied_index >= 200)
+        .await;
     assert!(caught_up.snapshot_index >= 150, "lagging node has no snapshot: {caught_up:?}");
     assert!(site.log_tail(lagging, 400).contains("snapshot installed"), "no snapshot install in the log");
     get(&site, lagging, "agent-000", Consistency::Local).await.unwrap();
