@@ -276,10 +276,15 @@ impl Site {
             {
                 return s.clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "node {id}: {what} not reached within {within:?}; last status {status:?}"
-            );
+            if Instant::now() >= deadline {
+                // What the other members think (the leader's matched index per member) is what
+                // tells a stuck replication from a diverged state.
+                let mut others = String::new();
+                for other in self.nodes.keys().copied().filter(|&n| n != id).collect::<Vec<_>>() {
+                    others.push_str(&format!("\nnode {other}: {:?}", self.status(other).await));
+                }
+                panic!("node {id}: {what} not reached within {within:?}; last status {status:?}{others}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

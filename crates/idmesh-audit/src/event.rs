@@ -15,6 +15,8 @@ pub enum Event {
     TokenIssued(IssuedToken),
     /// A token request was refused.
     TokenRefused(RefusedToken),
+    /// An authorization decision.
+    Authorized(AuthzDecision),
 }
 
 /// A token that was issued, and the assertion that obtained it.
@@ -38,6 +40,12 @@ pub struct IssuedToken {
     pub assertion_jti: String,
     /// The client assertion's `exp` (its `jti` is remembered until then).
     pub assertion_exp: u64,
+    /// The version of the policy set that permitted it.
+    #[serde(default)]
+    pub policy_version: String,
+    /// The policies that permitted it.
+    #[serde(default)]
+    pub determining_policies: Vec<String>,
 }
 
 /// A token request that was refused.
@@ -51,4 +59,35 @@ pub struct RefusedToken {
     pub reason: String,
     /// The assertion's `jti` and `exp`, when it verified (its `jti` is then spent).
     pub assertion: Option<(String, u64)>,
+    /// The policy version, when a policy decided the refusal.
+    #[serde(default)]
+    pub policy_version: String,
+    /// The policies that forbade it (empty: refused for another reason, or no policy permitted).
+    #[serde(default)]
+    pub determining_policies: Vec<String>,
+}
+
+/// An authorization decision (`Authorize`), with the full acting chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzDecision {
+    /// The acting agent (the token's `client_id`), when the token verified.
+    pub agent: Option<String>,
+    /// The user the token acts for, if any.
+    pub on_behalf_of: Option<String>,
+    /// The acting chain, outermost first.
+    pub actors: Vec<String>,
+    /// The token's `jti`, when it verified.
+    pub jti: Option<String>,
+    /// The action asked about.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// The answer.
+    pub allowed: bool,
+    /// The policies that determined it.
+    pub determining_policies: Vec<String>,
+    /// Why, in one line.
+    pub reason: String,
+    /// The policy version decided with.
+    pub policy_version: String,
 }

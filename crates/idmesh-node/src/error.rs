@@ -130,6 +130,26 @@ pub enum NodeError {
         /// When it was first imported.
         imported_at_ms: u64,
     },
+    /// A policy does not parse or validate against the schema; nothing was stored.
+    #[error("policy {id} is not valid, nothing stored: {diagnostics}")]
+    PolicyRejected {
+        /// The policy.
+        id: String,
+        /// Cedar's diagnostics.
+        diagnostics: String,
+    },
+    /// An action that is neither built in nor declared.
+    #[error("unknown action {action}: declare it first (idmesh policy action add {action})")]
+    UnknownAction {
+        /// The action.
+        action: String,
+    },
+    /// The policy engine could not decide (a bug; the request was refused).
+    #[error("policy engine failed, request refused: {detail}")]
+    PolicyEngine {
+        /// What failed.
+        detail: String,
+    },
     /// Storage failed; the request was not served.
     #[error("storage error: {detail}")]
     Storage {
@@ -149,6 +169,18 @@ impl From<StateError> for NodeError {
         match value {
             StateError::Invalid(invalid) => NodeError::Invalid(invalid),
             other => NodeError::State(other),
+        }
+    }
+}
+
+impl From<idmesh_policy::PolicyError> for NodeError {
+    fn from(value: idmesh_policy::PolicyError) -> Self {
+        use idmesh_policy::PolicyError;
+        match value {
+            PolicyError::Invalid(invalid) => NodeError::Invalid(invalid),
+            PolicyError::Rejected { id, diagnostics } => NodeError::PolicyRejected { id, diagnostics },
+            PolicyError::UnknownAction { action } => NodeError::UnknownAction { action },
+            PolicyError::Request { detail } => NodeError::PolicyEngine { detail },
         }
     }
 }
@@ -179,7 +211,8 @@ impl NodeError {
             }
             NodeError::Bundle(_) => Code::InvalidArgument,
             NodeError::BundleImported { .. } => Code::AlreadyExists,
-            NodeError::Storage { .. } => Code::Internal,
+            NodeError::PolicyRejected { .. } | NodeError::UnknownAction { .. } => Code::InvalidArgument,
+            NodeError::Storage { .. } | NodeError::PolicyEngine { .. } => Code::Internal,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod authz;
 pub mod bundle;
 pub mod config;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod membership;
 pub mod mesh;
 mod node;
 pub mod peer;
+pub mod policy;
 pub mod read;
 pub mod status;
 pub mod tokens;

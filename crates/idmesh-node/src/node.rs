@@ -50,6 +50,9 @@ pub enum StartError {
     /// openraft failed to start over the stored state.
     #[error("consensus failed to start: {0}")]
     Raft(String),
+    /// The host gave no random bytes.
+    #[error("no randomness: {0}")]
+    Entropy(String),
 }
 
 /// A handle to a node; cheap to clone, shared by every service.
@@ -68,6 +71,11 @@ struct Inner {
     replay: std::sync::Mutex<ReplayCache>,
     key_cache: crate::tokens::KeyCache,
     working_epoch: std::sync::atomic::AtomicU64,
+    /// When (unix ms, this node's clock) the site's leader last reached this node; 0: never
+    /// since this process started.
+    pub(crate) leader_contact_ms: std::sync::atomic::AtomicU64,
+    /// The compiled policies, with the state they were compiled from.
+    pub(crate) policy_cache: crate::policy::PolicyCache,
     mesh: crate::mesh::MeshState,
     /// One turn at a time per shard (index `SHARD_COUNT` for site entries), see `write`.
     proposal_turns: Vec<tokio::sync::Mutex<()>>,
@@ -139,6 +147,15 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let (stop, stopped) = watch::channel(false);
+        // The leader's automerge actor is derived from (site, node, term, epoch). openraft
+        // restores a leader whose vote was committed in the same term after a restart, so
+        // (node, term) does not name one incarnation: a restarted leader with epochs counted
+        // from 0 reused the actor of changes it had proposed before the crash, gave a new change
+        // the sequence number of one already in the log, and replicas dropped one of the two
+        // (an acknowledged agent missing at some nodes; found by the crash-loop test). Each
+        // incarnation starts its epochs at a random point instead.
+        let mut first_epoch = [0u8; 8];
+        host.entropy.fill(&mut first_epoch).map_err(StartError::Entropy)?;
         let node = Node(Arc::new(Inner {
             config,
             raft,
@@ -149,7 +166,9 @@ impl Node {
             audit,
             replay: std::sync::Mutex::new(replay),
             key_cache: crate::tokens::KeyCache::default(),
-            working_epoch: std::sync::atomic::AtomicU64::new(0),
+            working_epoch: std::sync::atomic::AtomicU64::new(u64::from_be_bytes(first_epoch)),
+            leader_contact_ms: std::sync::atomic::AtomicU64::new(0),
+            policy_cache: std::sync::Mutex::new(None),
             mesh: crate::mesh::MeshState::default(),
             proposal_turns: (0..=idmesh_state::crdt::SHARD_COUNT)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -231,6 +250,21 @@ impl Node {
     pub(crate) fn abandon_working(&self) {
         self.0.working_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.shared().drop_working();
+    }
+
+    /// The inner parts shared with the policy module.
+    pub(crate) fn policy_cache(&self) -> &crate::policy::PolicyCache {
+        &self.0.policy_cache
+    }
+
+    /// Records that the site's leader reached this node now.
+    pub(crate) fn note_leader_contact(&self) {
+        self.0.leader_contact_ms.store(self.now().0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the site's leader last reached this node (unix ms; 0: never since start).
+    pub(crate) fn leader_contact_ms(&self) -> u64 {
+        self.0.leader_contact_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keys ready to sign and verify with.
@@ -352,7 +386,7 @@ fn replay_memory(
                 .as_deref()
                 .zip(r.assertion.as_ref())
                 .map(|(agent, (jti, exp))| (agent, jti.as_str(), *exp)),
-            idmesh_audit::Event::NodeStarted { .. } => None,
+            idmesh_audit::Event::NodeStarted { .. } | idmesh_audit::Event::Authorized(_) => None,
         };
         if let Some((agent, jti, exp)) = spent {
             replay.remember(agent, jti, exp + config.tokens.leeway_secs);
@@ -412,6 +446,8 @@ async fn serve_public(
         .with_service_name("idmesh.v1.Tokens")
         .with_service_name("idmesh.v1.SigningKeys")
         .with_service_name("idmesh.v1.Mesh")
+        .with_service_name("idmesh.v1.Policies")
+        .with_service_name("idmesh.v1.Authz")
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
     let mut router = builder
@@ -428,6 +464,16 @@ async fn serve_public(
         )
         .add_service(
             SigningKeysServer::new(KeysApi::new(node.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::policies_server::PoliciesServer::new(crate::api::PoliciesApi::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::authz_server::AuthzServer::new(crate::api::AuthzApi::new(node.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
         .add_service(

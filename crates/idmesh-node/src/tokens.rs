@@ -11,14 +11,7 @@ use idmesh_types::{InvalidField, UnixMillis};
 
 /// The only client assertion type accepted (RFC 7523).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Most scopes in one request.
-pub const SCOPES_MAX_COUNT: usize = 32;
-/// Longest scope.
-pub const SCOPE_MAX_BYTES: usize = 128;
-/// Most audiences in one request.
-pub const AUDIENCES_MAX_COUNT: usize = 8;
-/// Longest audience.
-pub const AUDIENCE_MAX_BYTES: usize = 256;
+pub use idmesh_types::limits::{AUDIENCE_MAX_BYTES, AUDIENCES_MAX_COUNT, SCOPE_MAX_BYTES, SCOPES_MAX_COUNT};
 
 /// What an agent asks for.
 #[derive(Debug, Clone, Default)]
@@ -58,18 +51,21 @@ struct Decision {
     assertion_jti: String,
     assertion_exp: u64,
     ttl_secs: u64,
+    permitted_by: Vec<String>,
 }
 
 /// A refused request, with what the audit record says about it.
 struct Refusal {
     error: NodeError,
+    /// The policies that forbade it and their version, when policy refused it.
+    forbidden: Option<Box<(Vec<String>, String)>>,
     agent: Option<String>,
     assertion: Option<(String, u64)>,
 }
 
 impl Refusal {
-    fn before_assertion(error: NodeError) -> Self {
-        Refusal { error, agent: None, assertion: None }
+    fn before_assertion(error: NodeError) -> Box<Self> {
+        Box::new(Refusal { error, agent: None, assertion: None, forbidden: None })
     }
 }
 
@@ -79,7 +75,15 @@ impl Node {
     pub async fn issue_token(&self, request: TokenRequest) -> Result<IssuedToken, NodeError> {
         let now = self.now();
         match self.decide(&request, now) {
-            Ok(Decision { claims, kid, access_token, assertion_jti, assertion_exp, ttl_secs }) => {
+            Ok(Decision {
+                claims,
+                kid,
+                access_token,
+                assertion_jti,
+                assertion_exp,
+                ttl_secs,
+                permitted_by,
+            }) => {
                 let event = Event::TokenIssued(IssuedEvent {
                     agent: claims.client_id.clone(),
                     jti: claims.jti.clone(),
@@ -90,6 +94,8 @@ impl Node {
                     expires_at: claims.exp,
                     assertion_jti,
                     assertion_exp,
+                    policy_version: claims.idmesh.policy_version.clone(),
+                    determining_policies: permitted_by,
                 });
                 let record = self.audit().append(event).await.map_err(|e| {
                     tracing::error!(error = %e, "audit append failed; token not issued");
@@ -104,6 +110,8 @@ impl Node {
                     code: format!("{:?}", refusal.error.code()),
                     reason: refusal.error.to_string(),
                     assertion: refusal.assertion.clone(),
+                    policy_version: refusal.forbidden.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
+                    determining_policies: refusal.forbidden.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
                 });
                 if let Err(e) = self.audit().append(event).await {
                     tracing::error!(error = %e, "audit append failed for a refusal");
@@ -116,11 +124,14 @@ impl Node {
     }
 
     /// The whole decision, from local state only.
-    fn decide(&self, request: &TokenRequest, now: UnixMillis) -> Result<Decision, Refusal> {
+    fn decide(&self, request: &TokenRequest, now: UnixMillis) -> Result<Decision, Box<Refusal>> {
         let settings = &self.config().tokens;
         let (scopes, audiences, ttl_secs) =
             check_request(request, settings.default_ttl_secs, settings.max_ttl_secs)
                 .map_err(|e| Refusal::before_assertion(e.into()))?;
+        // Compiled and measured before the state is locked (both read it).
+        let book = self.policy_book().map_err(Refusal::before_assertion)?;
+        let freshness = self.freshness();
         let accepted_audiences = [settings.issuer.clone(), format!("{}/token", settings.issuer)];
         let rules = AssertionRules {
             audiences: &accepted_audiences,
@@ -135,10 +146,8 @@ impl Node {
         .map_err(|e| Refusal::before_assertion(unauthenticated(e)))?;
         let agent_name = verified.agent.to_string();
         let spent = Some((verified.jti.clone(), verified.exp));
-        let refuse = |error: NodeError, assertion: Option<(String, u64)>| Refusal {
-            error,
-            agent: Some(agent_name.clone()),
-            assertion,
+        let refuse = |error: NodeError, assertion: Option<(String, u64)>| {
+            Box::new(Refusal { error, agent: Some(agent_name.clone()), assertion, forbidden: None })
         };
         // The jti is spent as soon as the assertion verified, whatever happens next.
         self.remember_assertion(&agent_name, &verified.jti, verified.exp, now)
@@ -163,6 +172,45 @@ impl Node {
                 spent,
             ));
         }
+        // Policy: every requested audience must be permitted for the requested scopes.
+        let mut permitted_by = Vec::new();
+        for audience in &audiences {
+            let question = self.decision_request_with(
+                &freshness,
+                idmesh_policy::Principal::Agent {
+                    id: agent_name.clone(),
+                    owner: agent.owner.clone(),
+                    labels: agent.labels.clone(),
+                },
+                "issue_token",
+                idmesh_policy::Resource::Audience(audience.clone()),
+                scopes.clone(),
+                audiences.clone(),
+            );
+            let decision = book.decide(&question).map_err(|e| refuse(e.into(), spent.clone()))?;
+            if !decision.allowed {
+                return Err(Box::new(Refusal {
+                    forbidden: Some(Box::new((
+                        decision.determining.clone(),
+                        decision.policy_version.clone(),
+                    ))),
+                    ..*refuse(
+                        NodeError::PermissionDenied {
+                            reason: format!(
+                                "policy refuses issue_token to {agent_name} for audience {audience} with scopes [{}]: {} (policy version {})",
+                                scopes.join(" "),
+                                decision.reason(),
+                                decision.policy_version
+                            ),
+                        },
+                        spent,
+                    )
+                }));
+            }
+            permitted_by.extend(decision.determining);
+        }
+        permitted_by.sort();
+        permitted_by.dedup();
         let key = state.state.keys.signing_key_at(now).ok_or_else(|| {
             refuse(NodeError::NoSigningKey { site: self.config().site.to_string() }, spent.clone())
         })?;
@@ -182,7 +230,11 @@ impl Node {
             nbf: now_secs,
             exp: now_secs + ttl_secs,
             jti,
-            idmesh: IdmeshClaims { site: self.config().site.to_string(), node: self.config().node_id.0 },
+            idmesh: IdmeshClaims {
+                site: self.config().site.to_string(),
+                node: self.config().node_id.0,
+                policy_version: book.version().to_owned(),
+            },
         };
         let signing_key = self.key_cache().signing_key(key);
         let token = access::mint(&signing_key, &key.kid, &claims)
@@ -194,6 +246,7 @@ impl Node {
             assertion_jti: verified.jti,
             assertion_exp: verified.exp,
             ttl_secs,
+            permitted_by,
         })
     }
 

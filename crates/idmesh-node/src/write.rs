@@ -4,7 +4,9 @@
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError};
 use idmesh_raft::WriteOutcome;
-use idmesh_state::crdt::{Actor, ShardId, SiteTrust, shard_of, shard_of_site};
+use idmesh_state::crdt::{
+    Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_policy, shard_of_site,
+};
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
 use idmesh_types::limits::COMMAND_MAX_BYTES;
@@ -104,7 +106,11 @@ impl Node {
     /// change under this leader's actor, and that change travels in the log.
     pub(crate) async fn write_as_leader(&self, command: Command) -> ForwardReply {
         let what = command.to_string();
-        let shard = command.agent_id().map(|id| shard_of(id.name()));
+        let shard = match &command.op {
+            Op::PutPolicy { id, .. } | Op::DeletePolicy { id } => Some(shard_of_policy(id)),
+            Op::DeclareActions { .. } => Some(shard_of_actions()),
+            _ => command.agent_id().map(|id| shard_of(id.name())),
+        };
         self.submit_as_leader(shard, what, |node| node.prepare(command)).await
     }
 
@@ -186,13 +192,10 @@ impl Node {
             let _turn = self.proposal_turn(shard).await;
             let entry = match prepare(self) {
                 Ok(Prepared::Entry(entry)) => entry,
-                Ok(Prepared::Unchanged(agent)) => {
+                Ok(Prepared::Unchanged(applied)) => {
                     // Nothing to change (e.g. suspending a suspended agent): nothing to log.
                     let log_index = self.applied_index();
-                    return ForwardReply::Written {
-                        outcome: WriteOutcome::Applied(Applied::Agent(agent)),
-                        log_index,
-                    };
+                    return ForwardReply::Written { outcome: WriteOutcome::Applied(applied), log_index };
                 }
                 Ok(Prepared::Nothing) => {
                     return ForwardReply::Written {
@@ -302,6 +305,9 @@ impl Node {
 
     /// Turns `command` into the log entry that carries it, or finds it changes nothing.
     fn prepare(&self, command: Command) -> Result<Prepared, NodeError> {
+        if matches!(command.op, Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. }) {
+            return self.prepare_policy(command);
+        }
         let trust_domain = &self.config().trust_domain;
         let Some(id) = command.agent_id().cloned() else {
             // Refuse what would certainly fail against the state as applied here, without
@@ -324,7 +330,7 @@ impl Node {
                         shard,
                         change: ChangeBytes(change),
                     })),
-                    Ok(None) => Ok(Prepared::Unchanged(after)),
+                    Ok(None) => Ok(Prepared::Unchanged(Applied::Agent(after))),
                     Err(e) => Err(NodeError::Storage { detail: e.to_string() }),
                 }
             })
@@ -358,11 +364,11 @@ impl Node {
 }
 
 /// What a command becomes on the leader.
-enum Prepared {
+pub(crate) enum Prepared {
     /// The entry to propose.
     Entry(Entry),
-    /// The command holds already: the agent as it is.
-    Unchanged(Agent),
+    /// The command holds already: what it would produce.
+    Unchanged(Applied),
     /// Nothing to propose.
     Nothing,
 }

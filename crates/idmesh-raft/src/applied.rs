@@ -200,7 +200,12 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         "state machine loaded"
     );
     Ok(AppliedState {
-        state: SiteState { registry, keys: signing_keys, trust },
+        state: SiteState {
+            registry,
+            keys: signing_keys,
+            trust,
+            policies: Arc::new(idmesh_state::crdt::materialize_policies(shards.iter().map(|s| &s.applied))),
+        },
         shards,
         working_owner: None,
         last_applied,

@@ -5,8 +5,8 @@ use crate::WriteOutcome;
 use crate::applied::AppliedState;
 use crate::codec::encode;
 use crate::keys::{self, SM_KEYS, SM_TRUST};
-use idmesh_state::crdt::{SHARD_COUNT, ShardId, SiteTrust, site_of_entry};
-use idmesh_state::{Applied, ChangeBytes, Entry, REMOTE_CHANGES_MAX_COUNT, StateError};
+use idmesh_state::crdt::{ACTIONS_NAME, SHARD_COUNT, ShardId, SiteTrust, policy_of_entry, site_of_entry};
+use idmesh_state::{Applied, ChangeBytes, Entry, Op, REMOTE_CHANGES_MAX_COUNT, StateError};
 use idmesh_store::WriteBatch;
 use idmesh_types::InvalidField;
 use std::collections::BTreeSet;
@@ -53,6 +53,28 @@ pub(crate) fn apply_entry(
             Ok(match state.state.registry.get(&id) {
                 Some(agent) => WriteOutcome::Applied(Applied::Agent(agent.clone())),
                 None => WriteOutcome::Refused(StateError::NotFound { what: format!("agent {id}") }),
+            })
+        }
+        Entry::Admin { command, shard, change } => {
+            if shard.0 >= SHARD_COUNT {
+                return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
+            }
+            let touched = match apply_changes(state, index, shard, &[change], batch)? {
+                Ok(touched) => touched,
+                Err(outcome) => return Ok(outcome),
+            };
+            persist_agents(state, shard, touched, batch)?;
+            let policies = &state.state.policies;
+            Ok(match &command.op {
+                Op::PutPolicy { id, .. } => match policies.by_id.get(id) {
+                    Some(policy) => WriteOutcome::Applied(Applied::Policy(policy.clone())),
+                    None => WriteOutcome::Refused(StateError::NotFound { what: format!("policy {id}") }),
+                },
+                Op::DeletePolicy { id } => WriteOutcome::Applied(Applied::PolicyDeleted { id: id.clone() }),
+                Op::DeclareActions { .. } => {
+                    WriteOutcome::Applied(Applied::Actions(policies.actions.clone()))
+                }
+                _ => refused("entry", "an admin change must be a policy or action command".into()),
             })
         }
         Entry::Publish { shard, change } => {
@@ -142,6 +164,26 @@ fn persist_agents(
     // Names starting with '@' are not agents: sites' trust entries and import records.
     let (sites, agents): (BTreeSet<String>, BTreeSet<String>) =
         names.into_iter().partition(|name| name.starts_with('@'));
+    let policy_ids: Vec<String> =
+        sites.iter().filter_map(|name| policy_of_entry(name)).map(str::to_owned).collect();
+    let actions_touched = sites.contains(ACTIONS_NAME);
+    if !policy_ids.is_empty() || actions_touched {
+        // Policies are not stored apart from their documents: a restart materializes them again.
+        let slot = state.slot(shard)?;
+        let read: Vec<(String, Option<idmesh_state::Policy>)> =
+            policy_ids.into_iter().map(|id| (id.clone(), slot.applied.policy(&id))).collect();
+        let actions = actions_touched.then(|| slot.applied.declared_actions());
+        let policies = std::sync::Arc::make_mut(&mut state.state.policies);
+        for (id, policy) in read {
+            match policy {
+                Some(policy) => policies.by_id.insert(id, policy),
+                None => policies.by_id.remove(&id),
+            };
+        }
+        if let Some(actions) = actions {
+            policies.actions.extend(actions);
+        }
+    }
     let sites: BTreeSet<String> = sites.into_iter().filter(|name| site_of_entry(name).is_some()).collect();
     for agent in state.rematerialize(shard, agents) {
         batch.put(keys::agent_key(&agent.id), encode("agent", &agent)?);

@@ -165,7 +165,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.write(batch).map_err(store_err)?;
         flush(&self.store).await?;
         let agents = registry.len();
-        let site = SiteState { registry, keys: signing_keys, trust };
+        let policies = std::sync::Arc::new(idmesh_state::crdt::materialize_policies(shards.iter()));
+        let site = SiteState { registry, keys: signing_keys, trust, policies };
         {
             let mut state = self.shared.write();
             *state = AppliedState {

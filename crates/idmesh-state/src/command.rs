@@ -48,6 +48,25 @@ pub enum Op {
     },
     /// Add a signing key to the site (its first, or the next one of a rotation).
     AddSigningKey(NewSigningKey),
+    /// Create or replace a policy.
+    PutPolicy {
+        /// The policy id.
+        id: String,
+        /// Its Cedar text.
+        text: String,
+        /// Apply only if the policy is at this revision (0: does not exist yet).
+        expected_revision: Option<u64>,
+    },
+    /// Delete a policy.
+    DeletePolicy {
+        /// The policy id.
+        id: String,
+    },
+    /// Declare application actions that policies and Authorize may name.
+    DeclareActions {
+        /// Their names.
+        names: Vec<String>,
+    },
 }
 
 /// A new signing key. The secret was drawn by the proposing node; it travels in the log.
@@ -101,7 +120,18 @@ impl Command {
             Op::RegisterAgent(r) => Some(&r.id),
             Op::UpdateAgent(u) => Some(&u.id),
             Op::SuspendAgent { id, .. } | Op::ResumeAgent { id } | Op::RevokeAgent { id, .. } => Some(id),
-            Op::AddSigningKey(_) => None,
+            Op::AddSigningKey(_)
+            | Op::PutPolicy { .. }
+            | Op::DeletePolicy { .. }
+            | Op::DeclareActions { .. } => None,
+        }
+    }
+
+    /// The policy this command is about, if it is about one.
+    pub fn policy_id(&self) -> Option<&str> {
+        match &self.op {
+            Op::PutPolicy { id, .. } | Op::DeletePolicy { id } => Some(id),
+            _ => None,
         }
     }
 
@@ -149,6 +179,9 @@ impl Command {
             }
             Op::SuspendAgent { reason, .. } | Op::RevokeAgent { reason, .. } => validate::reason(reason),
             Op::ResumeAgent { .. } => Ok(()),
+            Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. } => {
+                crate::policy::validate(&self.op)
+            }
             Op::AddSigningKey(key) => {
                 if key.activates_at < self.at {
                     return Err(InvalidField::new("activates_at", "must not be before the command's time"));
@@ -176,9 +209,17 @@ impl fmt::Display for Command {
             Op::AddSigningKey(key) => {
                 return write!(f, "add signing key {} at {}", key.secret.public().thumbprint(), self.at);
             }
+            Op::PutPolicy { .. } => "put",
+            Op::DeletePolicy { .. } => "delete",
+            Op::DeclareActions { names } => {
+                return write!(f, "declare actions {} at {}", names.join(", "), self.at);
+            }
         };
         match self.agent_id() {
             Some(id) => write!(f, "{verb} {id} at {}", self.at),
+            None if self.policy_id().is_some() => {
+                write!(f, "{verb} policy {} at {}", self.policy_id().unwrap_or_default(), self.at)
+            }
             None => write!(f, "{verb} at {}", self.at),
         }
     }

@@ -49,6 +49,16 @@ pub enum Entry {
         /// The change.
         change: ChangeBytes,
     },
+    /// An admin change of a policy or of the declared actions: like `Agent`, the command and
+    /// the one change the leader recorded for it.
+    Admin {
+        /// The command as the client asked it.
+        command: Command,
+        /// The shard the change is in.
+        shard: ShardId,
+        /// The change.
+        change: ChangeBytes,
+    },
     /// A change this site made that is not an admin command: publishing its own public keys in
     /// the trust bundle. Recorded by the leader like an agent change.
     Publish {
@@ -70,7 +80,9 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Entry::Site(command) => write!(f, "{command}"),
-            Entry::Agent { command, shard, .. } => write!(f, "{command} (shard {})", shard.0),
+            Entry::Agent { command, shard, .. } | Entry::Admin { command, shard, .. } => {
+                write!(f, "{command} (shard {})", shard.0)
+            }
             Entry::Publish { shard, .. } => write!(f, "trust bundle entry (shard {})", shard.0),
             Entry::Remote { origin, changes } => write!(f, "{} changes from site {origin}", changes.len()),
         }

@@ -18,6 +18,7 @@ mod entry;
 mod error;
 pub mod keys;
 mod list;
+mod policy;
 mod registry;
 mod site;
 pub mod validate;
@@ -29,5 +30,9 @@ pub use entry::{ChangeBytes, Entry, REMOTE_CHANGES_MAX_COUNT};
 pub use error::StateError;
 pub use keys::{KeySecret, KeyStatus, SiteKey, SiteKeys};
 pub use list::{LabelSelector, ListQuery, Page};
+pub use policy::{Policies, Policy, actions_after, policy_after};
 pub use registry::{Registry, agent_after};
 pub use site::{Applied, SiteState};
+
+/// The actions idmesh decides itself; an operator cannot declare them again.
+pub const BUILTIN_ACTION_NAMES: [&str; 3] = ["issue_token", "exchange_token", "delegate"];

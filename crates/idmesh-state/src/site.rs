@@ -18,6 +18,15 @@ pub enum Applied {
         /// When it starts signing.
         activates_at: UnixMillis,
     },
+    /// A policy as it is afterwards.
+    Policy(crate::Policy),
+    /// A policy was deleted.
+    PolicyDeleted {
+        /// Its id.
+        id: String,
+    },
+    /// The application actions declared afterwards.
+    Actions(std::collections::BTreeSet<String>),
 }
 
 /// A site's replicated state. Cloning is cheap (the registry shares structure).
@@ -29,12 +38,19 @@ pub struct SiteState {
     pub keys: SiteKeys,
     /// Every site's public keys as published through the CRDT layer.
     pub trust: crate::crdt::TrustBundle,
+    /// The policies and declared actions (shared: a node compiles them once per version).
+    pub policies: std::sync::Arc<crate::Policies>,
 }
 
 impl SiteState {
     /// An empty site of `trust_domain`.
     pub fn new(trust_domain: TrustDomain) -> Self {
-        Self { registry: Registry::new(trust_domain), keys: SiteKeys::default(), trust: Default::default() }
+        Self {
+            registry: Registry::new(trust_domain),
+            keys: SiteKeys::default(),
+            trust: Default::default(),
+            policies: Default::default(),
+        }
     }
 
     /// Applies `command`; deterministic; on error nothing changed.

@@ -56,6 +56,9 @@ pub struct IdmeshClaims {
     pub site: String,
     /// The node that issued it.
     pub node: u64,
+    /// The version of the policy set that permitted it (empty in tokens from before policies).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy_version: String,
 }
 
 /// The claims of an idmesh access token (RFC 9068 §2.2 plus `idmesh`).

@@ -48,7 +48,7 @@ fn access_claims() -> AccessClaims {
         nbf: NOW,
         exp: NOW + 600,
         jti: "t-1".into(),
-        idmesh: IdmeshClaims { site: "eu".into(), node: 1 },
+        idmesh: IdmeshClaims { site: "eu".into(), node: 1, policy_version: String::new() },
     }
 }
 

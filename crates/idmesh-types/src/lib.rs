@@ -6,8 +6,10 @@
 mod error;
 mod ids;
 pub mod limits;
+mod names;
 mod time;
 
 pub use error::InvalidField;
 pub use ids::{AgentId, AgentName, NodeId, SiteName, TrustDomain};
+pub use names::{validate_action_name, validate_policy_id};
 pub use time::UnixMillis;

@@ -31,3 +31,30 @@ pub const PAGE_SIZE_MAX: usize = 1000;
 pub const LABEL_SELECTORS_MAX_COUNT: usize = 16;
 /// Largest encoded command accepted into the Raft log, in bytes.
 pub const COMMAND_MAX_BYTES: usize = 64 * 1024;
+
+/// Longest policy id, in bytes (`[A-Za-z0-9._-]`).
+pub const POLICY_ID_MAX_BYTES: usize = 64;
+/// Longest policy text (Cedar), in bytes.
+pub const POLICY_TEXT_MAX_BYTES: usize = 32 * 1024;
+/// Most policies a trust domain holds.
+pub const POLICIES_MAX_COUNT: usize = 4096;
+/// Most application actions an operator declares.
+pub const ACTIONS_MAX_COUNT: usize = 256;
+/// Longest application action name, in bytes (`[a-z0-9_:.-]`).
+pub const ACTION_NAME_MAX_BYTES: usize = 64;
+/// Most scopes in one request or token.
+pub const SCOPES_MAX_COUNT: usize = 32;
+/// Longest scope, in bytes.
+pub const SCOPE_MAX_BYTES: usize = 128;
+/// Most audiences in one request or token.
+pub const AUDIENCES_MAX_COUNT: usize = 8;
+/// Most attributes (tags) a client passes for one resource or request context.
+pub const REQUEST_ATTRIBUTES_MAX_COUNT: usize = 32;
+/// Longest attribute key, in bytes.
+pub const ATTRIBUTE_KEY_MAX_BYTES: usize = 63;
+/// Longest attribute value, in bytes.
+pub const ATTRIBUTE_VALUE_MAX_BYTES: usize = 1024;
+/// Longest application resource id, in bytes.
+pub const RESOURCE_ID_MAX_BYTES: usize = 512;
+/// Longest audience, in bytes.
+pub const AUDIENCE_MAX_BYTES: usize = 256;

@@ -58,6 +58,21 @@ pub enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// Cedar policies: put, read, validate, delete; and the application actions they name.
+    #[command(subcommand_required = true)]
+    Policy {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Ask whether a token's agent may do an action on a resource (a policy decision, audited).
+    Authorize {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: AuthorizeArgs,
+    },
     /// The site's signing keys.
     #[command(subcommand_required = true)]
     Keys {
@@ -66,6 +81,75 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace a policy from a Cedar file (validated first; nothing stored if invalid).
+    Put {
+        /// Policy id: letters, digits, '.', '_', '-'.
+        id: String,
+        /// The Cedar file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Write only if the policy is at this revision (0: it must not exist yet).
+        #[arg(long)]
+        expected_revision: Option<u64>,
+    },
+    /// Print a policy.
+    Get {
+        /// Policy id.
+        id: String,
+    },
+    /// List the policies, the declared actions and the policy version.
+    List,
+    /// Check a Cedar file against the schema without storing it (exit 1 with Cedar's diagnostics).
+    Validate {
+        /// Policy id it would be stored under.
+        id: String,
+        /// The Cedar file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Policy id.
+        id: String,
+    },
+    /// Application actions policies may name (`Action::"payments:write"`).
+    #[command(subcommand_required = true)]
+    Action {
+        #[command(subcommand)]
+        command: ActionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionCommand {
+    /// Declare application actions.
+    Add {
+        /// Names, e.g. payments:write.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List built-in and declared actions.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthorizeArgs {
+    /// The access token (any site's).
+    #[arg(long)]
+    pub token: String,
+    /// The action, e.g. payments:write.
+    #[arg(long)]
+    pub action: String,
+    /// The resource, e.g. accounts/42.
+    #[arg(long)]
+    pub resource: String,
+    /// A resource attribute KEY=VALUE (repeatable; policies read it as resource.getTag("KEY")).
+    #[arg(long = "attr")]
+    pub attributes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod exit;
 mod keyfile;
 mod node_cmd;
 mod output;
+mod policy_cmd;
 mod sync_cmd;
 mod token_cmd;
 
@@ -40,6 +41,8 @@ fn main() -> ExitCode {
             Command::Keys { client, command } => token_cmd::keys(client, command).await,
             Command::Mesh { client, command } => client::mesh(client, command).await,
             Command::Sync { client, command } => sync_cmd::sync(client, command).await,
+            Command::Policy { client, command } => policy_cmd::policy(client, command).await,
+            Command::Authorize { client, args } => policy_cmd::authorize(client, args).await,
         }
     });
     match result {

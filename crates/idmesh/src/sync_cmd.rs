@@ -72,7 +72,7 @@ pub async fn sync(client: ClientArgs, command: SyncCommand) -> Result<(), Failur
     Ok(())
 }
 
-fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, Failure> {
+pub(crate) fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, Failure> {
     let size = std::fs::metadata(path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
         .len();

@@ -1,11 +1,13 @@
 //! The public gRPC services of a node.
 
 mod mesh;
+mod policy;
 mod registry;
 mod site;
 mod tokens;
 
 pub use mesh::MeshApi;
+pub use policy::{AuthzApi, PoliciesApi};
 pub use registry::RegistryApi;
 pub use site::SiteApi;
 pub use tokens::{KeysApi, TokensApi};

@@ -42,7 +42,17 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
 impl RaftPeer for PeerService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc = self.open(request.get_ref())?;
-        reply(&self.node.raft().append_entries(rpc).await)
+        let result = self.node.raft().append_entries(rpc).await;
+        if let Ok(
+            openraft::raft::AppendEntriesResponse::Success
+            | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+            | openraft::raft::AppendEntriesResponse::Conflict,
+        ) = &result
+        {
+            // The site's current leader reached this node: its knowledge of the site is fresh.
+            self.node.note_leader_contact();
+        }
+        reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -15,6 +15,7 @@ mod edit;
 mod imports;
 mod keys;
 mod materialize;
+mod policy;
 mod shard;
 mod sync;
 mod trust;
@@ -22,6 +23,10 @@ mod trust;
 pub use edit::Actor;
 pub use imports::{ImportRecord, shard_of_bundle};
 pub use materialize::Conflict;
+pub use policy::{
+    ACTIONS_NAME, POLICY_NAME_PREFIX, materialize_policies, policy_entry_name, policy_of_entry,
+    shard_of_actions, shard_of_policy,
+};
 pub use shard::{CrdtError, SHARD_COUNT, Shard, ShardId, shard_of};
 pub use sync::{ChangeHash, SYNC_MESSAGE_MAX_BYTES, SyncMessage, SyncState, decode_sync_message, state_hash};
 pub use trust::{
