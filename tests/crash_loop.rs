@@ -148,14 +148,31 @@ async fn thirty_sigkills_lose_no_acknowledged_write() {
         acked.len()
     );
 
+    // Quiesce first: a write whose outcome its client never learned (it timed out across a
+    // kill) may still sit uncommitted in the leader's log and commit after any read taken now.
+    // Once the leader has applied its whole log, nothing more can appear.
     let leader = site.wait_leader(WAIT).await;
+    let settled = site
+        .wait_status(leader, WAIT, "whole log applied", |s| {
+            s.applied_index == s.last_log_index && s.commit_index == s.last_log_index
+        })
+        .await;
     let present = all_agent_names(&site, leader).await;
     let lost: Vec<&String> = acked.iter().filter(|name| !present.contains(*name)).collect();
     assert!(lost.is_empty(), "{} acknowledged writes lost (seed {seed}): {lost:?}", lost.len());
+    assert_eq!(
+        present.len() as u64,
+        settled.agent_count,
+        "the leader lists {} agents but counts {} (seed {seed})",
+        present.len(),
+        settled.agent_count
+    );
 
     // Every node converges on the same set.
-    let count = present.len() as u64;
     for node in 1..=3 {
-        site.wait_status(node, WAIT, "every agent applied", |s| s.agent_count == count).await;
+        site.wait_status(node, WAIT, "every agent applied", |s| {
+            s.applied_index >= settled.applied_index && s.agent_count == settled.agent_count
+        })
+        .await;
     }
 }

@@ -591,3 +591,61 @@ async fn a_flapping_link_still_makes_progress() {
         assert_eq!(count, 2 * written, "{site} holds {count} agents at hash {hash}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_replicate_between_sites_and_concurrent_edits_are_reported() {
+    let mut mesh = Mesh::new();
+    mesh.add_site("near", TRUST_DOMAIN, 1, Options::default());
+    mesh.add_site("far", TRUST_DOMAIN, 1, Options::default());
+    let proxy = proxy_to("near-far", mesh.site("far").node(1).peer, &mesh);
+    mesh.site_mut("near").nodes.get_mut(&1).unwrap().extra_args = links("far", proxy.addr());
+    mesh.start();
+    for site in mesh.sites.values() {
+        site.wait_leader(LEADER).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let permit = file("permit.cedar", "permit (principal, action == Action::\"fleet:dock\", resource);");
+    ok(&mesh, "near", 1, &["policy", "action", "add", "fleet:dock"]);
+    ok(&mesh, "near", 1, &["policy", "put", "dock", "--file", &permit]);
+    // The far site learns the action and the policy, and enforces the same version.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let near = ok(&mesh, "near", 1, &["policy", "list"]);
+        let far = ok(&mesh, "far", 1, &["policy", "list"]);
+        if far["policies"].as_array().unwrap().len() == 1 && far["policy_version"] == near["policy_version"] {
+            assert_eq!(far["policies"][0]["not_in_force"], "", "{far}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the policy never reached far: {near} {far}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Apart, both sites edit the same policy; after the heal one text wins at both, and the
+    // conflict is reported.
+    proxy.cut();
+    let near_text = file("near.cedar", "forbid (principal, action == Action::\"fleet:dock\", resource);");
+    let far_text = file(
+        "far.cedar",
+        "permit (principal, action == Action::\"fleet:dock\", resource) when { context.partitioned };",
+    );
+    ok(&mesh, "near", 1, &["policy", "put", "dock", "--file", &near_text]);
+    ok(&mesh, "far", 1, &["policy", "put", "dock", "--file", &far_text]);
+    proxy.heal();
+    wait_converged(&mesh, "after concurrent policy edits").await;
+    let near = ok(&mesh, "near", 1, &["policy", "get", "dock"]);
+    let far = ok(&mesh, "far", 1, &["policy", "get", "dock"]);
+    assert_eq!(near["text"], far["text"]);
+    assert_eq!(near["policy_version"], far["policy_version"]);
+    assert_eq!(far["revision"], 3, "one write and two concurrent edits: {far}");
+    let conflicts = ok(&mesh, "far", 1, &["mesh", "conflicts"]);
+    let reported: Vec<&Value> =
+        conflicts["conflicts"].as_array().unwrap().iter().filter(|c| c["agent"] == "@policy.dock").collect();
+    assert_eq!(reported.len(), 1, "{conflicts}");
+    assert_eq!(reported[0]["values"].as_array().unwrap().len(), 2);
+    assert_eq!(reported[0]["kept"], far["text"]);
+}

@@ -179,6 +179,43 @@ async fn policies_are_validated_replicated_and_enforced_at_issuance_and_authoriz
     assert_eq!(read.determining_policies, vec!["payments".to_owned()]);
     assert_eq!(read.policy_version, version);
 
+    // An enforcement point can embed the verifier: the policies it fetches compile to the same
+    // version and decide the same way without asking a node.
+    let mut policies_api =
+        idmesh_proto::v1::policies_client::PoliciesClient::new(channel(site.node(2).public).await);
+    let listed =
+        policies_api.list_policies(idmesh_proto::v1::ListPoliciesRequest {}).await.unwrap().into_inner();
+    let stored: Vec<idmesh_policy::StoredPolicy> = listed
+        .policies
+        .iter()
+        .map(|p| idmesh_policy::StoredPolicy { id: p.id.clone(), text: p.text.clone() })
+        .collect();
+    let local =
+        idmesh_policy::PolicyBook::compile(&stored, &listed.actions.iter().cloned().collect()).unwrap();
+    assert_eq!(local.version(), version);
+    let question = idmesh_policy::DecisionRequest {
+        principal: idmesh_policy::Principal::Agent {
+            id: "spiffe://acme.example/agents/payer".into(),
+            owner: "ops".into(),
+            labels: Default::default(),
+        },
+        action: "payments:read".into(),
+        resource: idmesh_policy::Resource::App { id: "accounts/42".into(), attributes: Default::default() },
+        site: "eu-west".into(),
+        node: 0,
+        now_secs: now_secs(),
+        sync_age_secs: 0,
+        partitioned: false,
+        scopes: vec!["payments:read".into()],
+        audiences: vec!["payments-api".into()],
+        actors: vec![],
+        on_behalf_of: None,
+        remote_sites: vec![],
+    };
+    let embedded = local.decide(&question).unwrap();
+    assert!(embedded.allowed);
+    assert_eq!(embedded.determining, read.determining_policies);
+
     // Bad input: an undeclared action; an over-long resource.
     let unknown = authorize(&site, 1, &read_token, "payments:refund", "ops").await.unwrap_err();
     assert_eq!(unknown.code(), Code::InvalidArgument);

@@ -68,13 +68,13 @@ impl Node {
                 at => now.0.saturating_sub(at) / 1000,
             }
         };
-        let sites = self.mesh().sites();
-        let link_down = sites.iter().any(|s| s.state != crate::mesh::LinkState::Connected);
+        let sites = self.mesh().sync_summary();
+        let link_down = sites.iter().any(|(_, state, _)| *state != crate::mesh::LinkState::Connected);
         let mut remote_sites: Vec<RemoteSite> = sites
-            .iter()
-            .map(|s| RemoteSite {
-                site: s.site.clone(),
-                sync_age_secs: s.last_sync.map(|at| now.0.saturating_sub(at.0) / 1000),
+            .into_iter()
+            .map(|(site, _, last_sync)| RemoteSite {
+                site,
+                sync_age_secs: last_sync.map(|at| now.0.saturating_sub(at.0) / 1000),
             })
             .collect();
         // Sites known only from the trust bundle (never synced with directly) count as never.

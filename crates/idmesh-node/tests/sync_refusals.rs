@@ -33,6 +33,10 @@ async fn start_site(site: &str, links: Vec<(SiteName, String)>) -> RunningNode {
     let mut config =
         NodeConfig::single_node(trust_domain, site, "mem".into(), "127.0.0.1:0".parse().unwrap(), peer);
     config.links = links;
+    // One log entry of 2,000 single changes to one shard takes more than the default 10 s to
+    // commit and apply in a debug build on a loaded 2-core machine; the session then ends with
+    // "outcome unknown". These tests are about what enters the log, not about that time.
+    config.raft.write_timeout_ms = 60_000;
     let running = Node::start_on(config, Arc::new(MemStore::new())).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     // Wait for the site's keys to be published in its trust bundle too: that changes the state

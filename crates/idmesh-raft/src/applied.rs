@@ -128,13 +128,14 @@ impl SharedState {
         let state = self.read();
         let mut out = Vec::new();
         for slot in &state.shards {
-            for name in slot.applied.names() {
-                for conflict in slot.applied.conflicts(&name) {
-                    if out.len() == limit {
-                        return (out, true);
-                    }
-                    out.push(conflict);
+            let policies =
+                slot.applied.policy_ids().into_iter().flat_map(|id| slot.applied.policy_conflicts(&id));
+            let agents = slot.applied.names().into_iter().flat_map(|name| slot.applied.conflicts(&name));
+            for conflict in policies.chain(agents) {
+                if out.len() == limit {
+                    return (out, true);
                 }
+                out.push(conflict);
             }
         }
         (out, false)

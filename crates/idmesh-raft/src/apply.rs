@@ -93,6 +93,10 @@ pub(crate) fn apply_entry(
                 return Ok(refused("changes", format!("at most {REMOTE_CHANGES_MAX_COUNT} per entry")));
             }
             let (mut accepted, mut dropped) = (0usize, 0usize);
+            // What the chunks touched, materialized once per name after all of them: a big
+            // entry often carries a long history of few agents.
+            let mut touched_by_shard: std::collections::BTreeMap<ShardId, BTreeSet<String>> =
+                std::collections::BTreeMap::new();
             for (n, (shard, chunk)) in changes.into_iter().enumerate() {
                 if shard.0 >= SHARD_COUNT {
                     dropped += 1;
@@ -111,7 +115,7 @@ pub(crate) fn apply_entry(
                             .map_err(|_| io::Error::other("too many changes in one entry"))?;
                         batch.put(keys::crdt_change_key(shard.0, index, n), chunk.0);
                         slot.unsaved += 1;
-                        persist_agents(state, shard, touched, batch)?;
+                        touched_by_shard.entry(shard).or_default().extend(touched);
                         accepted += 1;
                     }
                     Err(e) => {
@@ -119,6 +123,9 @@ pub(crate) fn apply_entry(
                         dropped += 1;
                     }
                 }
+            }
+            for (shard, touched) in touched_by_shard {
+                persist_agents(state, shard, touched, batch)?;
             }
             tracing::debug!(origin = %origin, accepted, dropped, "remote changes applied");
             let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);

@@ -80,6 +80,12 @@ impl MeshState {
         self.sites.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// Per known site: its link state and when it last synced fully (cheap: no heads copied).
+    pub fn sync_summary(&self) -> Vec<(String, LinkState, Option<UnixMillis>)> {
+        let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        sites.values().map(|s| (s.site.clone(), s.state, s.last_sync)).collect()
+    }
+
     /// Sessions opened with `site` so far.
     pub fn sessions_opened(&self, site: &str) -> u64 {
         let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
