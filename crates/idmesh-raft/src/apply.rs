@@ -40,10 +40,7 @@ pub(crate) fn apply_entry(
             let Some(id) = command.agent_id().cloned() else {
                 return Ok(refused("entry", "an agent change must name its agent".into()));
             };
-            if shard.0 >= SHARD_COUNT {
-                return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
-            }
-            let touched = match apply_changes(state, index, shard, &[change], batch)? {
+            let touched = match apply_change(state, index, shard, change, batch)? {
                 Ok(touched) => touched,
                 Err(outcome) => return Ok(outcome),
             };
@@ -56,10 +53,13 @@ pub(crate) fn apply_entry(
             })
         }
         Entry::Admin { command, shard, change } => {
-            if shard.0 >= SHARD_COUNT {
-                return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
+            if !matches!(
+                command.op,
+                Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. }
+            ) {
+                return Ok(refused("entry", "an admin change must be a policy or action command".into()));
             }
-            let touched = match apply_changes(state, index, shard, &[change], batch)? {
+            let touched = match apply_change(state, index, shard, change, batch)? {
                 Ok(touched) => touched,
                 Err(outcome) => return Ok(outcome),
             };
@@ -74,14 +74,11 @@ pub(crate) fn apply_entry(
                 Op::DeclareActions { .. } => {
                     WriteOutcome::Applied(Applied::Actions(policies.actions.clone()))
                 }
-                _ => refused("entry", "an admin change must be a policy or action command".into()),
+                _ => WriteOutcome::Nothing, // refused above, before anything was applied
             })
         }
         Entry::Publish { shard, change } => {
-            if shard.0 >= SHARD_COUNT {
-                return Ok(refused("shard", format!("must be below {SHARD_COUNT}")));
-            }
-            let touched = match apply_changes(state, index, shard, &[change], batch)? {
+            let touched = match apply_change(state, index, shard, change, batch)? {
                 Ok(touched) => touched,
                 Err(outcome) => return Ok(outcome),
             };
@@ -132,6 +129,21 @@ pub(crate) fn apply_entry(
             Ok(WriteOutcome::Merged { accepted: count(accepted), dropped: count(dropped) })
         }
     }
+}
+
+/// Applies the one change of an agent, admin or publish entry to `shard`, refusing a shard
+/// that does not exist.
+fn apply_change(
+    state: &mut AppliedState,
+    index: u64,
+    shard: ShardId,
+    change: ChangeBytes,
+    batch: &mut WriteBatch,
+) -> io::Result<Result<BTreeSet<String>, WriteOutcome>> {
+    if shard.0 >= SHARD_COUNT {
+        return Ok(Err(refused("shard", format!("must be below {SHARD_COUNT}"))));
+    }
+    apply_changes(state, index, shard, &[change], batch)
 }
 
 /// Applies `changes` to `shard` (and to the leader's working copy, if any) and stores them.
