@@ -27,9 +27,19 @@ pub const SITE: &str = "eu-west";
 
 static ONE_SITE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// A free port on 127.0.0.1 (bound then released).
+/// A free port on 127.0.0.1 (bound then released), never one this test process handed out
+/// before: the kernel may give a released port again at once, and two listeners of one node
+/// once got the same port that way.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// Extra node settings for a test.

@@ -17,6 +17,70 @@ pub enum Event {
     TokenRefused(RefusedToken),
     /// An authorization decision.
     Authorized(AuthzDecision),
+    /// A token on behalf of a user was issued by token exchange (RFC 8693).
+    TokenExchanged(ExchangedToken),
+    /// A token exchange was refused.
+    ExchangeRefused(RefusedExchange),
+}
+
+/// A token issued by exchange: who acts, for whom, under which delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangedToken {
+    /// The acting agent (the token's `client_id`).
+    pub agent: String,
+    /// The user acted for (the token's `sub`).
+    pub user: String,
+    /// The user's issuer.
+    pub user_issuer: String,
+    /// The delegation it acts under.
+    pub delegation: String,
+    /// The acting chain, outermost (current) first.
+    pub actors: Vec<String>,
+    /// The new token's `jti`.
+    pub jti: String,
+    /// The site key that signed it.
+    pub kid: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Audiences.
+    pub audiences: Vec<String>,
+    /// Issued at, seconds since the epoch.
+    pub issued_at: u64,
+    /// Expires at.
+    pub expires_at: u64,
+    /// The actor token's (client assertion's) `jti`.
+    pub assertion_jti: String,
+    /// The actor token's `exp` (its `jti` is remembered until then).
+    pub assertion_exp: u64,
+    /// What was exchanged: `user token of <issuer>` or `idmesh token <jti>`.
+    pub subject: String,
+    /// The version of the policy set that permitted it.
+    pub policy_version: String,
+    /// The policies that permitted it.
+    pub determining_policies: Vec<String>,
+}
+
+/// A token exchange that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedExchange {
+    /// The agent asking, when its assertion named one.
+    pub agent: Option<String>,
+    /// The user, when the subject token verified.
+    pub user: Option<String>,
+    /// The delegation considered, if one was.
+    pub delegation: Option<String>,
+    /// The acting chain the token would have had, when known.
+    pub actors: Vec<String>,
+    /// The gRPC code given.
+    pub code: String,
+    /// Why.
+    pub reason: String,
+    /// The assertion's `jti` and `exp`, when it verified (its `jti` is then spent).
+    pub assertion: Option<(String, u64)>,
+    /// The policy version, when a policy decided the refusal.
+    pub policy_version: String,
+    /// The policies that forbade it.
+    pub determining_policies: Vec<String>,
 }
 
 /// A token that was issued, and the assertion that obtained it.

@@ -9,4 +9,4 @@ mod chain;
 mod event;
 
 pub use chain::{ChainError, Hash, Record, RecordOrigin, verify_chain};
-pub use event::{AuthzDecision, Event, IssuedToken, RefusedToken};
+pub use event::{AuthzDecision, Event, ExchangedToken, IssuedToken, RefusedExchange, RefusedToken};

@@ -40,6 +40,8 @@ pub struct AuthorizeOutcome {
     pub agent: String,
     /// The user acted for, if any.
     pub on_behalf_of: Option<String>,
+    /// The acting chain, outermost first (empty when the agent acts for itself).
+    pub actors: Vec<String>,
     /// The decision's audit record.
     pub audit_seq: u64,
 }
@@ -111,6 +113,7 @@ impl Node {
             policy_version: book.version().to_owned(),
             agent: String::new(),
             on_behalf_of: None,
+            actors: Vec::new(),
             audit_seq: 0,
         };
         match self.verify_access_token(&query.token, None) {
@@ -130,7 +133,8 @@ impl Node {
                             .map(|a| (a.owner.clone(), a.labels.clone()))
                     })
                     .unwrap_or_default();
-                let on_behalf_of = (claims.sub != claims.client_id).then(|| claims.sub.clone());
+                let on_behalf_of = claims.on_behalf_of().map(str::to_owned);
+                let actors = claims.actors();
                 let freshness = self.freshness();
                 let mut question = self.decision_request_with(
                     &freshness,
@@ -144,6 +148,7 @@ impl Node {
                     claims.aud.to_vec(),
                 );
                 question.on_behalf_of = on_behalf_of.clone();
+                question.actors = actors.clone();
                 let decision = book.decide(&question)?;
                 outcome.allowed = decision.allowed;
                 outcome.reason = decision.reason();
@@ -153,6 +158,8 @@ impl Node {
                 outcome.on_behalf_of = on_behalf_of;
                 record.agent = Some(claims.client_id);
                 record.on_behalf_of = outcome.on_behalf_of.clone();
+                record.actors = actors.clone();
+                outcome.actors = actors;
                 record.jti = Some(claims.jti);
             }
         }

@@ -49,12 +49,15 @@ pub struct TokenSettings {
     pub leeway_secs: u64,
     /// Default delay between publishing a rotated key and signing with it.
     pub key_activation_delay_secs: u64,
+    /// Most agents in a token's acting chain (1: agents act for users but cannot pass a grant
+    /// on to a sub-agent).
+    pub max_actor_chain_depth: usize,
 }
 
 impl TokenSettings {
     /// Defaults for a site: issuer `https://<trust-domain>/sites/<site>`, 10 minute tokens
     /// capped at 1 hour, 5 minute assertions, 30 s leeway, keys activating 5 minutes after
-    /// publication.
+    /// publication, acting chains of at most 3 agents.
     pub fn defaults_for(trust_domain: &TrustDomain, site: &SiteName) -> Self {
         Self {
             issuer: format!("https://{trust_domain}/sites/{site}"),
@@ -63,6 +66,7 @@ impl TokenSettings {
             assertion_max_lifetime_secs: 300,
             leeway_secs: 30,
             key_activation_delay_secs: 300,
+            max_actor_chain_depth: 3,
         }
     }
 }
@@ -196,6 +200,10 @@ impl NodeConfig {
         }
         if k.key_activation_delay_secs > 7 * 86_400 {
             return Err(InvalidField::new("key_activation_delay_secs", "must be at most 604800 (a week)"));
+        }
+        let most = idmesh_types::limits::ACTOR_CHAIN_MAX_DEPTH;
+        if k.max_actor_chain_depth == 0 || k.max_actor_chain_depth > most {
+            return Err(InvalidField::new("max_actor_chain_depth", format!("must be 1 to {most}")));
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ pub mod authz;
 pub mod bundle;
 pub mod config;
 pub mod error;
+pub mod exchange;
+mod grants;
 pub mod host;
 mod identity;
 pub mod keys;

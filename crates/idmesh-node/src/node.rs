@@ -386,6 +386,14 @@ fn replay_memory(
                 .as_deref()
                 .zip(r.assertion.as_ref())
                 .map(|(agent, (jti, exp))| (agent, jti.as_str(), *exp)),
+            idmesh_audit::Event::TokenExchanged(t) => {
+                Some((t.agent.as_str(), t.assertion_jti.as_str(), t.assertion_exp))
+            }
+            idmesh_audit::Event::ExchangeRefused(r) => r
+                .agent
+                .as_deref()
+                .zip(r.assertion.as_ref())
+                .map(|(agent, (jti, exp))| (agent, jti.as_str(), *exp)),
             idmesh_audit::Event::NodeStarted { .. } | idmesh_audit::Event::Authorized(_) => None,
         };
         if let Some((agent, jti, exp)) = spent {
@@ -475,6 +483,18 @@ async fn serve_public(
         .add_service(
             idmesh_proto::v1::authz_server::AuthzServer::new(crate::api::AuthzApi::new(node.clone()))
                 .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::delegations_server::DelegationsServer::new(crate::api::DelegationsApi::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::issuers_server::IssuersServer::new(crate::api::DelegationsApi::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
         .add_service(
             idmesh_proto::v1::mesh_server::MeshServer::new(MeshApi::new(node))

@@ -54,6 +54,16 @@ struct Decision {
     permitted_by: Vec<String>,
 }
 
+/// Why an agent could not be authenticated, with what its audit record says.
+#[derive(Debug)]
+pub(crate) struct AuthFailure {
+    pub(crate) error: NodeError,
+    /// The agent the assertion named, once it verified.
+    pub(crate) agent: Option<String>,
+    /// The assertion's `jti` and `exp`, once spent.
+    pub(crate) assertion: Option<(String, u64)>,
+}
+
 /// A refused request, with what the audit record says about it.
 struct Refusal {
     error: NodeError,
@@ -132,46 +142,21 @@ impl Node {
         // Compiled and measured before the state is locked (both read it).
         let book = self.policy_book().map_err(Refusal::before_assertion)?;
         let freshness = self.freshness();
-        let accepted_audiences = [settings.issuer.clone(), format!("{}/token", settings.issuer)];
-        let rules = AssertionRules {
-            audiences: &accepted_audiences,
-            max_lifetime_secs: settings.assertion_max_lifetime_secs,
-            leeway_secs: settings.leeway_secs,
-        };
         let state = self.shared().read();
-        let registry = &state.state.registry;
-        let verified = assertion::verify(&request.client_assertion, &rules, now, |id| {
-            registry.get(id).map(|agent| self.key_cache().agent_keys(&agent.credentials))
-        })
-        .map_err(|e| Refusal::before_assertion(unauthenticated(e)))?;
+        let (agent, verified) =
+            self.authenticate(&request.client_assertion, now, &state.state.registry).map_err(|failed| {
+                Box::new(Refusal {
+                    error: failed.error,
+                    agent: failed.agent,
+                    assertion: failed.assertion,
+                    forbidden: None,
+                })
+            })?;
         let agent_name = verified.agent.to_string();
         let spent = Some((verified.jti.clone(), verified.exp));
         let refuse = |error: NodeError, assertion: Option<(String, u64)>| {
             Box::new(Refusal { error, agent: Some(agent_name.clone()), assertion, forbidden: None })
         };
-        // The jti is spent as soon as the assertion verified, whatever happens next.
-        self.remember_assertion(&agent_name, &verified.jti, verified.exp, now)
-            .map_err(|e| refuse(e, None))?;
-        let agent = registry.get(&verified.agent).ok_or_else(|| {
-            refuse(
-                NodeError::Unauthenticated { reason: format!("unknown agent {agent_name}") },
-                spent.clone(),
-            )
-        })?;
-        if agent.status != AgentStatus::Active {
-            let why = agent
-                .status_reason
-                .as_deref()
-                .filter(|r| !r.is_empty())
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            return Err(refuse(
-                NodeError::PermissionDenied {
-                    reason: format!("agent {agent_name} is {}{why}", agent.status),
-                },
-                spent,
-            ));
-        }
         // Policy: every requested audience must be permitted for the requested scopes.
         let mut permitted_by = Vec::new();
         for audience in &audiences {
@@ -230,10 +215,13 @@ impl Node {
             nbf: now_secs,
             exp: now_secs + ttl_secs,
             jti,
+            act: None,
             idmesh: IdmeshClaims {
                 site: self.config().site.to_string(),
                 node: self.config().node_id.0,
                 policy_version: book.version().to_owned(),
+                delegation: String::new(),
+                user_issuer: String::new(),
             },
         };
         let signing_key = self.key_cache().signing_key(key);
@@ -248,6 +236,58 @@ impl Node {
             ttl_secs,
             permitted_by,
         })
+    }
+
+    /// Verifies a client assertion against the agents of `registry`, spends its `jti`, and
+    /// checks the agent is active.
+    pub(crate) fn authenticate<'s>(
+        &self,
+        client_assertion: &str,
+        now: UnixMillis,
+        registry: &'s idmesh_state::Registry,
+    ) -> Result<(&'s idmesh_state::Agent, assertion::VerifiedAssertion), AuthFailure> {
+        let settings = &self.config().tokens;
+        let accepted_audiences = [settings.issuer.clone(), format!("{}/token", settings.issuer)];
+        let rules = AssertionRules {
+            audiences: &accepted_audiences,
+            max_lifetime_secs: settings.assertion_max_lifetime_secs,
+            leeway_secs: settings.leeway_secs,
+        };
+        let verified = assertion::verify(client_assertion, &rules, now, |id| {
+            registry.get(id).map(|agent| self.key_cache().agent_keys(&agent.credentials))
+        })
+        .map_err(|e| AuthFailure { error: unauthenticated(e), agent: None, assertion: None })?;
+        let agent_name = verified.agent.to_string();
+        let failure = |error: NodeError, assertion: Option<(String, u64)>| AuthFailure {
+            error,
+            agent: Some(agent_name.clone()),
+            assertion,
+        };
+        // The jti is spent as soon as the assertion verified, whatever happens next.
+        self.remember_assertion(&agent_name, &verified.jti, verified.exp, now)
+            .map_err(|e| failure(e, None))?;
+        let spent = Some((verified.jti.clone(), verified.exp));
+        let agent = registry.get(&verified.agent).ok_or_else(|| {
+            failure(
+                NodeError::Unauthenticated { reason: format!("unknown agent {agent_name}") },
+                spent.clone(),
+            )
+        })?;
+        if agent.status != AgentStatus::Active {
+            let why = agent
+                .status_reason
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            return Err(failure(
+                NodeError::PermissionDenied {
+                    reason: format!("agent {agent_name} is {}{why}", agent.status),
+                },
+                spent,
+            ));
+        }
+        Ok((agent, verified))
     }
 
     fn remember_assertion(&self, agent: &str, jti: &str, exp: u64, now: UnixMillis) -> Result<(), NodeError> {
@@ -285,7 +325,7 @@ fn unauthenticated(error: TokenError) -> NodeError {
 }
 
 /// Checks the request's limits; returns the scopes (deduplicated, in order), audiences and TTL.
-fn check_request(
+pub(crate) fn check_request(
     request: &TokenRequest,
     default_ttl_secs: u64,
     max_ttl_secs: u64,
@@ -304,17 +344,7 @@ fn check_request(
     }
     let mut scopes: Vec<String> = Vec::new();
     for scope in &request.scopes {
-        let ok = !scope.is_empty()
-            && scope.len() <= SCOPE_MAX_BYTES
-            && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
-        if !ok {
-            return Err(InvalidField::new(
-                "scopes",
-                format!(
-                    "each must be 1 to {SCOPE_MAX_BYTES} printable ASCII characters without spaces, '\"' or '\\' (got {scope:?})"
-                ),
-            ));
-        }
+        idmesh_types::validate_scope("scopes", scope)?;
         if !scopes.contains(scope) {
             scopes.push(scope.clone());
         }
@@ -329,17 +359,7 @@ fn check_request(
         ));
     }
     for audience in &request.audiences {
-        if audience.is_empty()
-            || audience.len() > AUDIENCE_MAX_BYTES
-            || audience.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(InvalidField::new(
-                "audiences",
-                format!(
-                    "each must be 1 to {AUDIENCE_MAX_BYTES} characters without spaces (got {audience:?})"
-                ),
-            ));
-        }
+        idmesh_types::validate_audience("audiences", audience)?;
     }
     let ttl_secs = if request.ttl_secs == 0 { default_ttl_secs } else { request.ttl_secs };
     if ttl_secs > max_ttl_secs {
@@ -391,7 +411,7 @@ impl KeyCache {
             .collect()
     }
 
-    fn signing_key(&self, key: &idmesh_state::SiteKey) -> ed25519_dalek::SigningKey {
+    pub(crate) fn signing_key(&self, key: &idmesh_state::SiteKey) -> ed25519_dalek::SigningKey {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.site_keys.len() >= KEY_CACHE_MAX_ENTRIES {
             inner.site_keys.clear();

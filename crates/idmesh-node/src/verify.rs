@@ -32,6 +32,9 @@ pub enum TokenRejected {
         /// The key id.
         kid: String,
     },
+    /// The delegation the token acts under is unknown here, revoked or expired.
+    #[error("{0}")]
+    Delegation(String),
     /// The agent is not (or no longer) in good standing here.
     #[error("agent {agent} is {status} at this site")]
     Agent {
@@ -80,13 +83,60 @@ impl Node {
         }
         let agent_id = AgentId::parse_field("client_id", &claims.client_id)
             .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
-        let status = self.shared().read().state.registry.get(&agent_id).map(|a| a.status);
-        let rejected = |status| TokenRejected::Agent { agent: claims.client_id.clone(), status };
-        match status {
-            Some(AgentStatus::Active) => Ok(VerifiedToken { claims, site }),
-            Some(AgentStatus::Suspended) => Err(rejected("suspended")),
-            Some(AgentStatus::Revoked) => Err(rejected("revoked")),
-            None => Err(rejected("not registered")),
+        let state = self.shared().read();
+        // Every agent of the acting chain must be in good standing, the current one first.
+        let mut agents = vec![agent_id];
+        for actor in claims.actors().iter().skip(1) {
+            agents.push(
+                AgentId::parse_field("act.sub", actor).map_err(|e| TokenRejected::Invalid(e.to_string()))?,
+            );
         }
+        for agent in &agents {
+            let rejected = |status| TokenRejected::Agent { agent: agent.to_string(), status };
+            match state.state.registry.get(agent).map(|a| a.status) {
+                Some(AgentStatus::Active) => {}
+                Some(AgentStatus::Suspended) => return Err(rejected("suspended")),
+                Some(AgentStatus::Revoked) => return Err(rejected("revoked")),
+                None => return Err(rejected("not registered")),
+            }
+        }
+        check_delegation(&claims, &state.state.delegations, now)?;
+        Ok(VerifiedToken { claims, site })
     }
+}
+
+/// A token acting for a user must name a delegation this node holds, that is live now, and
+/// that is the grant of that user to the innermost agent of the chain.
+fn check_delegation(
+    claims: &AccessClaims,
+    delegations: &idmesh_state::Delegations,
+    now: idmesh_types::UnixMillis,
+) -> Result<(), TokenRejected> {
+    let id = &claims.idmesh.delegation;
+    let actors = claims.actors();
+    if id.is_empty() {
+        if actors.is_empty() && claims.sub == claims.client_id {
+            return Ok(());
+        }
+        return Err(TokenRejected::Invalid("a token acting for a user must name its delegation".into()));
+    }
+    if actors.first() != Some(&claims.client_id) {
+        return Err(TokenRejected::Invalid("act.sub must be the token's client_id".into()));
+    }
+    let delegation = delegations.by_id.get(id).ok_or_else(|| {
+        TokenRejected::Delegation(format!(
+            "delegation {id} is not known at this site yet (sync, or import a bundle)"
+        ))
+    })?;
+    delegation.check_live(now).map_err(|e| TokenRejected::Delegation(e.to_string()))?;
+    let root = actors.last().map(String::as_str).unwrap_or_default();
+    if delegation.user.subject != claims.sub
+        || delegation.user.issuer != claims.idmesh.user_issuer
+        || delegation.agent.to_string() != root
+    {
+        return Err(TokenRejected::Invalid(format!(
+            "the token's user and first actor do not match delegation {id}"
+        )));
+    }
+    Ok(())
 }

@@ -5,7 +5,8 @@ use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError};
 use idmesh_raft::WriteOutcome;
 use idmesh_state::crdt::{
-    Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_policy, shard_of_site,
+    Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_delegation, shard_of_issuer,
+    shard_of_policy, shard_of_site,
 };
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
@@ -109,6 +110,10 @@ impl Node {
         let shard = match &command.op {
             Op::PutPolicy { id, .. } | Op::DeletePolicy { id } => Some(shard_of_policy(id)),
             Op::DeclareActions { .. } => Some(shard_of_actions()),
+            Op::GrantDelegation(grant) => Some(shard_of_delegation(&grant.id)),
+            Op::RevokeDelegation { id, .. } => Some(shard_of_delegation(id)),
+            Op::PutIssuer(issuer) => Some(shard_of_issuer(&issuer.issuer)),
+            Op::DeleteIssuer { issuer } => Some(shard_of_issuer(issuer)),
             _ => command.agent_id().map(|id| shard_of(id.name())),
         };
         self.submit_as_leader(shard, what, |node| node.prepare(command)).await
@@ -307,6 +312,9 @@ impl Node {
     fn prepare(&self, command: Command) -> Result<Prepared, NodeError> {
         if matches!(command.op, Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. }) {
             return self.prepare_policy(command);
+        }
+        if command.is_admin() {
+            return self.prepare_grant(command);
         }
         let trust_domain = &self.config().trust_domain;
         let Some(id) = command.agent_id().cloned() else {

@@ -2,7 +2,7 @@
 
 use crate::context::{DecisionRequest, Principal, Resource};
 use crate::error::PolicyError;
-use crate::schema::{BUILTIN_ACTIONS, DEFAULT_ISSUE_POLICY, DEFAULT_ISSUE_POLICY_ID, schema_text};
+use crate::schema::{BUILTIN_ACTIONS, BUILTIN_POLICIES, schema_text};
 use cedar_policy as cedar;
 use idmesh_types::limits::POLICY_TEXT_MAX_BYTES;
 use idmesh_types::{InvalidField, validate_policy_id};
@@ -180,9 +180,10 @@ impl PolicyBook {
         let mut in_force: Vec<cedar::Policy> = Vec::new();
         let mut ids = BTreeSet::new();
         let mut excluded = BTreeMap::new();
-        let builtin = compile_one(&schema, DEFAULT_ISSUE_POLICY_ID, DEFAULT_ISSUE_POLICY)?;
-        in_force.extend(builtin);
-        ids.insert(DEFAULT_ISSUE_POLICY_ID.to_owned());
+        for (id, text) in BUILTIN_POLICIES {
+            in_force.extend(compile_one(&schema, id, text)?);
+            ids.insert(id.to_owned());
+        }
         for policy in sorted {
             hasher.update(b"policy\0");
             hasher.update(policy.id.as_bytes());

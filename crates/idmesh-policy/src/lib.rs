@@ -19,4 +19,4 @@ pub use book::{Decision, PolicyBook, StoredPolicy, validate_policy};
 pub use context::{DecisionRequest, Principal, RemoteSite, Resource};
 pub use error::PolicyError;
 pub use idmesh_types::{validate_action_name, validate_policy_id};
-pub use schema::{BUILTIN_ACTIONS, DEFAULT_ISSUE_POLICY_ID};
+pub use schema::{BUILTIN_ACTIONS, BUILTIN_POLICIES, DEFAULT_EXCHANGE_POLICY_ID, DEFAULT_ISSUE_POLICY_ID};

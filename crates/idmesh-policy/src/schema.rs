@@ -26,6 +26,21 @@ pub const DEFAULT_ISSUE_POLICY_ID: &str = "idmesh.default-issue";
 /// Its text.
 pub const DEFAULT_ISSUE_POLICY: &str = "permit (principal, action == Action::\"issue_token\", resource);";
 
+/// The policy that lets an agent exchange a user's token for one that acts on the user's
+/// behalf. It is in force always, but the exchange itself also requires a live delegation that
+/// covers the request (checked before policy); operators narrow it with `forbid` policies.
+/// `delegate` (an agent passing its grant on to a sub-agent) has no built-in permit: an
+/// operator must write one.
+pub const DEFAULT_EXCHANGE_POLICY_ID: &str = "idmesh.default-exchange";
+
+/// Its text.
+pub const DEFAULT_EXCHANGE_POLICY: &str =
+    "permit (principal, action == Action::\"exchange_token\", resource) when { context has on_behalf_of };";
+
+/// The policies always in force, by id.
+pub const BUILTIN_POLICIES: [(&str, &str); 2] =
+    [(DEFAULT_ISSUE_POLICY_ID, DEFAULT_ISSUE_POLICY), (DEFAULT_EXCHANGE_POLICY_ID, DEFAULT_EXCHANGE_POLICY)];
+
 const BASE: &str = r#"
 entity User = { "issuer": String };
 entity Agent = { "owner": String } tags String;

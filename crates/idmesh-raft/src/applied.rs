@@ -130,8 +130,13 @@ impl SharedState {
         for slot in &state.shards {
             let policies =
                 slot.applied.policy_ids().into_iter().flat_map(|id| slot.applied.policy_conflicts(&id));
-            let agents = slot.applied.names().into_iter().flat_map(|name| slot.applied.conflicts(&name));
-            for conflict in policies.chain(agents) {
+            let names = slot.applied.names();
+            let issuers = names
+                .iter()
+                .filter(|name| name.starts_with(idmesh_state::crdt::ISSUER_NAME_PREFIX))
+                .flat_map(|name| slot.applied.issuer_conflicts(name));
+            let agents = names.iter().flat_map(|name| slot.applied.conflicts(name));
+            for conflict in policies.chain(issuers).chain(agents) {
                 if out.len() == limit {
                     return (out, true);
                 }
@@ -200,12 +205,15 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         last_applied = ?last_applied.as_ref().map(|l| l.index),
         "state machine loaded"
     );
+    let (delegations, issuers) = idmesh_state::crdt::materialize_grants(shards.iter().map(|s| &s.applied));
     Ok(AppliedState {
         state: SiteState {
             registry,
             keys: signing_keys,
             trust,
             policies: Arc::new(idmesh_state::crdt::materialize_policies(shards.iter().map(|s| &s.applied))),
+            delegations: Arc::new(delegations),
+            issuers: Arc::new(issuers),
         },
         shards,
         working_owner: None,

@@ -53,11 +53,11 @@ pub(crate) fn apply_entry(
             })
         }
         Entry::Admin { command, shard, change } => {
-            if !matches!(
-                command.op,
-                Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. }
-            ) {
-                return Ok(refused("entry", "an admin change must be a policy or action command".into()));
+            if !command.is_admin() {
+                return Ok(refused(
+                    "entry",
+                    "an admin change must be a policy, action, delegation or issuer command".into(),
+                ));
             }
             let touched = match apply_change(state, index, shard, change, batch)? {
                 Ok(touched) => touched,
@@ -73,6 +73,22 @@ pub(crate) fn apply_entry(
                 Op::DeletePolicy { id } => WriteOutcome::Applied(Applied::PolicyDeleted { id: id.clone() }),
                 Op::DeclareActions { .. } => {
                     WriteOutcome::Applied(Applied::Actions(policies.actions.clone()))
+                }
+                Op::GrantDelegation(_) | Op::RevokeDelegation { .. } => {
+                    let id = command.delegation_id().unwrap_or_default();
+                    match state.state.delegations.by_id.get(id) {
+                        Some(d) => WriteOutcome::Applied(Applied::Delegation(d.clone())),
+                        None => {
+                            WriteOutcome::Refused(StateError::NotFound { what: format!("delegation {id}") })
+                        }
+                    }
+                }
+                Op::PutIssuer(_) | Op::DeleteIssuer { .. } => {
+                    let issuer = command.issuer().unwrap_or_default();
+                    match state.state.issuers.by_issuer.get(issuer) {
+                        Some(config) => WriteOutcome::Applied(Applied::Issuer(config.clone())),
+                        None => WriteOutcome::Applied(Applied::IssuerDeleted { issuer: issuer.to_owned() }),
+                    }
                 }
                 _ => WriteOutcome::Nothing, // refused above, before anything was applied
             })
@@ -186,6 +202,11 @@ fn persist_agents(
     let policy_ids: Vec<String> =
         sites.iter().filter_map(|name| policy_of_entry(name)).map(str::to_owned).collect();
     let actions_touched = sites.contains(ACTIONS_NAME);
+    // Delegations and trusted issuers are not stored apart from their documents either.
+    if let Some(slot) = state.shards.get(usize::from(shard.0)) {
+        let site = &mut state.state;
+        idmesh_state::crdt::refresh_grants(&slot.applied, &sites, &mut site.delegations, &mut site.issuers);
+    }
     if !policy_ids.is_empty() || actions_touched {
         // Policies are not stored apart from their documents: a restart materializes them again.
         let slot = state.slot(shard)?;

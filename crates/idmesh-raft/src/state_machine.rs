@@ -166,7 +166,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         flush(&self.store).await?;
         let agents = registry.len();
         let policies = std::sync::Arc::new(idmesh_state::crdt::materialize_policies(shards.iter()));
-        let site = SiteState { registry, keys: signing_keys, trust, policies };
+        let (delegations, issuers) = idmesh_state::crdt::materialize_grants(shards.iter());
+        let site = SiteState {
+            registry,
+            keys: signing_keys,
+            trust,
+            policies,
+            delegations: std::sync::Arc::new(delegations),
+            issuers: std::sync::Arc::new(issuers),
+        };
         {
             let mut state = self.shared.write();
             *state = AppliedState {

@@ -67,6 +67,23 @@ pub enum Op {
         /// Their names.
         names: Vec<String>,
     },
+    /// Let an agent act for a user.
+    GrantDelegation(crate::NewDelegation),
+    /// Withdraw a delegation, for good.
+    RevokeDelegation {
+        /// The delegation.
+        id: String,
+        /// Why (free text, may be empty).
+        reason: String,
+    },
+    /// Trust a user issuer's keys (create or replace). `updated_at` is ignored: the command's
+    /// time is used.
+    PutIssuer(crate::TrustedIssuer),
+    /// Stop trusting a user issuer.
+    DeleteIssuer {
+        /// Its `iss`.
+        issuer: String,
+    },
 }
 
 /// A new signing key. The secret was drawn by the proposing node; it travels in the log.
@@ -120,10 +137,40 @@ impl Command {
             Op::RegisterAgent(r) => Some(&r.id),
             Op::UpdateAgent(u) => Some(&u.id),
             Op::SuspendAgent { id, .. } | Op::ResumeAgent { id } | Op::RevokeAgent { id, .. } => Some(id),
-            Op::AddSigningKey(_)
-            | Op::PutPolicy { .. }
-            | Op::DeletePolicy { .. }
-            | Op::DeclareActions { .. } => None,
+            _ => None,
+        }
+    }
+
+    /// True for the commands that travel as [`crate::Entry::Admin`]: policies, actions,
+    /// delegations and trusted issuers.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self.op,
+            Op::PutPolicy { .. }
+                | Op::DeletePolicy { .. }
+                | Op::DeclareActions { .. }
+                | Op::GrantDelegation(_)
+                | Op::RevokeDelegation { .. }
+                | Op::PutIssuer(_)
+                | Op::DeleteIssuer { .. }
+        )
+    }
+
+    /// The delegation this command is about, if it is about one.
+    pub fn delegation_id(&self) -> Option<&str> {
+        match &self.op {
+            Op::GrantDelegation(grant) => Some(&grant.id),
+            Op::RevokeDelegation { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The trusted issuer this command is about, if it is about one.
+    pub fn issuer(&self) -> Option<&str> {
+        match &self.op {
+            Op::PutIssuer(issuer) => Some(&issuer.issuer),
+            Op::DeleteIssuer { issuer } => Some(issuer),
+            _ => None,
         }
     }
 
@@ -137,7 +184,11 @@ impl Command {
 
     /// Checks every rule that does not depend on the current state.
     pub fn validate(&self, trust_domain: &TrustDomain) -> Result<(), InvalidField> {
-        if let Some(id) = self.agent_id()
+        let agent = match &self.op {
+            Op::GrantDelegation(grant) => Some(&grant.agent),
+            _ => self.agent_id(),
+        };
+        if let Some(id) = agent
             && id.trust_domain() != trust_domain
         {
             return Err(InvalidField::new(
@@ -182,6 +233,10 @@ impl Command {
             Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. } => {
                 crate::policy::validate(&self.op)
             }
+            Op::GrantDelegation(_) | Op::RevokeDelegation { .. } => {
+                crate::delegation::validate(&self.op, self.at)
+            }
+            Op::PutIssuer(_) | Op::DeleteIssuer { .. } => crate::issuer::validate(&self.op),
             Op::AddSigningKey(key) => {
                 if key.activates_at < self.at {
                     return Err(InvalidField::new("activates_at", "must not be before the command's time"));
@@ -214,6 +269,16 @@ impl fmt::Display for Command {
             Op::DeclareActions { names } => {
                 return write!(f, "declare actions {} at {}", names.join(", "), self.at);
             }
+            Op::GrantDelegation(grant) => {
+                return write!(
+                    f,
+                    "grant delegation {} from {} to {} at {}",
+                    grant.id, grant.user, grant.agent, self.at
+                );
+            }
+            Op::RevokeDelegation { id, .. } => return write!(f, "revoke delegation {id} at {}", self.at),
+            Op::PutIssuer(issuer) => return write!(f, "trust issuer {} at {}", issuer.issuer, self.at),
+            Op::DeleteIssuer { issuer } => return write!(f, "distrust issuer {issuer} at {}", self.at),
         };
         match self.agent_id() {
             Some(id) => write!(f, "{verb} {id} at {}", self.at),

@@ -49,8 +49,8 @@ pub enum Entry {
         /// The change.
         change: ChangeBytes,
     },
-    /// An admin change of a policy or of the declared actions: like `Agent`, the command and
-    /// the one change the leader recorded for it.
+    /// An admin change of a policy, the declared actions, a delegation or a trusted issuer:
+    /// like `Agent`, the command and the one change the leader recorded for it.
     Admin {
         /// The command as the client asked it.
         command: Command,

@@ -14,8 +14,10 @@ pub mod bundle;
 mod command;
 pub mod crdt;
 mod credential;
+mod delegation;
 mod entry;
 mod error;
+mod issuer;
 pub mod keys;
 mod list;
 mod policy;
@@ -26,8 +28,13 @@ pub mod validate;
 pub use agent::{Agent, AgentStatus};
 pub use command::{Command, NewSigningKey, Op, RegisterAgent, UpdateAgent};
 pub use credential::{Credential, PublicJwk};
+pub use delegation::{
+    DELEGATION_ID_PREFIX, Delegation, DelegationContext, DelegationRevocation, Delegations, NewDelegation,
+    NotCovered, UserRef, delegation_after, validate_delegation_id,
+};
 pub use entry::{ChangeBytes, Entry, REMOTE_CHANGES_MAX_COUNT};
 pub use error::StateError;
+pub use issuer::{ISSUER_KID_MAX_BYTES, IssuerKey, TrustedIssuer, TrustedIssuers, issuer_after};
 pub use keys::{KeySecret, KeyStatus, SiteKey, SiteKeys};
 pub use list::{LabelSelector, ListQuery, Page};
 pub use policy::{Policies, Policy, actions_after, policy_after};

@@ -126,8 +126,14 @@ pub fn agent_after(
         Op::AddSigningKey(_) => {
             Err(InvalidField::new("op", "a signing key is not an agent: apply it to the site state").into())
         }
-        Op::PutPolicy { .. } | Op::DeletePolicy { .. } | Op::DeclareActions { .. } => {
-            Err(InvalidField::new("op", "a policy is not an agent: it travels as an admin change").into())
+        Op::PutPolicy { .. }
+        | Op::DeletePolicy { .. }
+        | Op::DeclareActions { .. }
+        | Op::GrantDelegation(_)
+        | Op::RevokeDelegation { .. }
+        | Op::PutIssuer(_)
+        | Op::DeleteIssuer { .. } => {
+            Err(InvalidField::new("op", "not an agent command: it travels as an admin change").into())
         }
     }
 }

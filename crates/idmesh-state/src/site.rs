@@ -27,6 +27,15 @@ pub enum Applied {
     },
     /// The application actions declared afterwards.
     Actions(std::collections::BTreeSet<String>),
+    /// A delegation as it is afterwards.
+    Delegation(crate::Delegation),
+    /// A trusted issuer as it is afterwards.
+    Issuer(crate::TrustedIssuer),
+    /// A trusted issuer was removed.
+    IssuerDeleted {
+        /// Its `iss`.
+        issuer: String,
+    },
 }
 
 /// A site's replicated state. Cloning is cheap (the registry shares structure).
@@ -40,6 +49,10 @@ pub struct SiteState {
     pub trust: crate::crdt::TrustBundle,
     /// The policies and declared actions (shared: a node compiles them once per version).
     pub policies: std::sync::Arc<crate::Policies>,
+    /// The delegations, revoked and expired ones included.
+    pub delegations: std::sync::Arc<crate::Delegations>,
+    /// The trusted user issuers.
+    pub issuers: std::sync::Arc<crate::TrustedIssuers>,
 }
 
 impl SiteState {
@@ -50,6 +63,8 @@ impl SiteState {
             keys: SiteKeys::default(),
             trust: Default::default(),
             policies: Default::default(),
+            delegations: Default::default(),
+            issuers: Default::default(),
         }
     }
 

@@ -59,6 +59,43 @@ pub struct IdmeshClaims {
     /// The version of the policy set that permitted it (empty in tokens from before policies).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub policy_version: String,
+    /// The delegation the token acts under (tokens on behalf of a user only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub delegation: String,
+    /// The issuer of the user in `sub` (tokens on behalf of a user only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_issuer: String,
+}
+
+/// RFC 8693 §4.1 `act`: the current actor, and nested inside it the actor before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorClaim {
+    /// The actor (an agent's SPIFFE id).
+    pub sub: String,
+    /// The actor it acts for in turn, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<ActorClaim>>,
+}
+
+impl ActorClaim {
+    /// The chain of actors `chain` names, outermost (current) first; `None` if empty.
+    pub fn from_chain(chain: &[String]) -> Option<ActorClaim> {
+        chain
+            .iter()
+            .rev()
+            .fold(None, |inner, sub| Some(ActorClaim { sub: sub.clone(), act: inner.map(Box::new) }))
+    }
+
+    /// The actors, outermost (current) first.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.sub.clone()];
+        let mut next = self.act.as_deref();
+        while let Some(actor) = next {
+            out.push(actor.sub.clone());
+            next = actor.act.as_deref();
+        }
+        out
+    }
 }
 
 /// The claims of an idmesh access token (RFC 9068 §2.2 plus `idmesh`).
@@ -83,6 +120,9 @@ pub struct AccessClaims {
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
+    /// The acting chain, when the token acts on behalf of a user (RFC 8693).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActorClaim>,
     /// Where it was issued.
     pub idmesh: IdmeshClaims,
 }
@@ -91,6 +131,16 @@ impl AccessClaims {
     /// The scopes, split.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    /// The acting chain, outermost (current) first; empty when the agent acts for itself.
+    pub fn actors(&self) -> Vec<String> {
+        self.act.as_ref().map(ActorClaim::chain).unwrap_or_default()
+    }
+
+    /// The user the token acts for, if it acts for one.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        (self.act.is_some() || self.sub != self.client_id).then_some(self.sub.as_str())
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`access`]: RFC 9068 access tokens (`typ: at+jwt`): minting, and the offline verifier that
 //!   policy enforcement points embed.
 //! - [`jwks`]: JSON Web Key Sets of Ed25519 keys.
+//! - [`user`]: users' tokens from trusted issuers, the subject of a token exchange.
 //! - [`replay`]: the bounded memory of assertion ids that refuses a replay while it could still
 //!   be valid.
 
@@ -18,8 +19,9 @@ mod error;
 pub mod jwks;
 pub mod jws;
 pub mod replay;
+pub mod user;
 
-pub use access::{AccessClaims, Audience, IdmeshClaims, VerifyRules};
+pub use access::{AccessClaims, ActorClaim, Audience, IdmeshClaims, VerifyRules};
 pub use assertion::{AgentKey, AssertionRules, VerifiedAssertion};
 pub use error::TokenError;
 pub use jwks::Jwks;

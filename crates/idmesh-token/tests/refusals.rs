@@ -48,7 +48,14 @@ fn access_claims() -> AccessClaims {
         nbf: NOW,
         exp: NOW + 600,
         jti: "t-1".into(),
-        idmesh: IdmeshClaims { site: "eu".into(), node: 1, policy_version: String::new() },
+        act: None,
+        idmesh: IdmeshClaims {
+            site: "eu".into(),
+            node: 1,
+            policy_version: String::new(),
+            delegation: String::new(),
+            user_issuer: String::new(),
+        },
     }
 }
 

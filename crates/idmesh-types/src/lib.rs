@@ -11,5 +11,8 @@ mod time;
 
 pub use error::InvalidField;
 pub use ids::{AgentId, AgentName, NodeId, SiteName, TrustDomain};
-pub use names::{validate_action_name, validate_policy_id};
+pub use names::{
+    validate_action_name, validate_audience, validate_issuer, validate_policy_id, validate_scope,
+    validate_user_subject,
+};
 pub use time::UnixMillis;

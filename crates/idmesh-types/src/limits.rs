@@ -58,3 +58,19 @@ pub const ATTRIBUTE_VALUE_MAX_BYTES: usize = 1024;
 pub const RESOURCE_ID_MAX_BYTES: usize = 512;
 /// Longest audience, in bytes.
 pub const AUDIENCE_MAX_BYTES: usize = 256;
+
+/// Most delegations a trust domain holds (revoked and expired ones included: they are kept so
+/// that no revoked grant can come back).
+pub const DELEGATIONS_MAX_COUNT: usize = 100_000;
+/// Longest a delegation may last, in seconds (one year).
+pub const DELEGATION_MAX_LIFETIME_SECS: u64 = 366 * 24 * 3600;
+/// Longest user subject (`sub` of the user's token), in bytes.
+pub const USER_SUBJECT_MAX_BYTES: usize = 256;
+/// Longest issuer URL (of a trusted user issuer or a site), in bytes.
+pub const ISSUER_MAX_BYTES: usize = 256;
+/// Most trusted user issuers a trust domain configures.
+pub const TRUSTED_ISSUERS_MAX_COUNT: usize = 64;
+/// Most keys in one trusted issuer's JWKS.
+pub const ISSUER_KEYS_MAX_COUNT: usize = 16;
+/// Deepest actor chain a token may carry, whatever the configuration says.
+pub const ACTOR_CHAIN_MAX_DEPTH: usize = 8;

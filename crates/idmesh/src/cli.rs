@@ -73,6 +73,22 @@ pub enum Command {
         #[command(flatten)]
         args: AuthorizeArgs,
     },
+    /// Delegations: a user lets an agent act on the user's behalf (scopes, audiences, expiry).
+    #[command(subcommand_required = true)]
+    Delegation {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: DelegationCommand,
+    },
+    /// Trusted issuers of users' tokens (identity providers) and their keys.
+    #[command(subcommand_required = true)]
+    Issuer {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: IssuerCommand,
+    },
     /// The site's signing keys.
     #[command(subcommand_required = true)]
     Keys {
@@ -125,6 +141,76 @@ pub enum PolicyCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DelegationCommand {
+    /// Let an agent act for a user: the agent may then exchange the user's token for one on the
+    /// user's behalf, within these scopes and audiences, until the delegation ends.
+    Grant {
+        /// The user, as the issuer names them (the `sub` of their tokens).
+        #[arg(long)]
+        user: String,
+        /// The user's issuer (a trusted issuer: see `idmesh issuer put`).
+        #[arg(long)]
+        issuer: String,
+        /// The agent (name or SPIFFE id).
+        #[arg(long)]
+        agent: String,
+        /// A scope granted (repeatable; at least one).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// An audience granted (repeatable; at least one).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// How long it lasts, in seconds (default: one day; at most 366 days).
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
+    /// Print a delegation.
+    Get {
+        /// Its id (dlg-…).
+        id: String,
+    },
+    /// List delegations (revoked and expired ones included).
+    List {
+        /// Only those to this agent (name or SPIFFE id).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only those of this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a delegation, for good (everywhere it has arrived, and everywhere after sync).
+    Revoke {
+        /// Its id (dlg-…).
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Trust an issuer of users' tokens with the keys of a JWKS file (replaces what was there).
+    Put {
+        /// Its issuer URL (the `iss` of its tokens).
+        issuer: String,
+        /// The JWKS file (Ed25519 keys, each with a kid).
+        #[arg(long)]
+        jwks: PathBuf,
+        /// What its tokens name in `aud` when meant for idmesh.
+        #[arg(long)]
+        audience: String,
+    },
+    /// List the trusted issuers.
+    List,
+    /// Stop trusting an issuer.
+    Delete {
+        /// Its issuer URL.
+        issuer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ActionCommand {
     /// Declare application actions.
     Add {
@@ -171,6 +257,31 @@ pub enum TokenCommand {
         /// Lifetime in seconds (default: the node's, 10 minutes).
         #[arg(long)]
         ttl_secs: Option<u32>,
+    },
+    /// Act as an agent for a user (RFC 8693 token exchange): trade the user's token (or an idmesh
+    /// token acting for the user, to act as a sub-agent) for a token on the user's behalf.
+    Exchange {
+        /// The agent (name or SPIFFE id).
+        #[arg(long)]
+        agent: String,
+        /// The agent's private key: a JWK file with "d".
+        #[arg(long)]
+        key: PathBuf,
+        /// The subject token: the user's token, or an idmesh token that acts for the user.
+        #[arg(long)]
+        subject_token: String,
+        /// A scope to request (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Who the token is for (repeatable; at least one).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// Lifetime in seconds (default: the node's; never past the delegation's end).
+        #[arg(long)]
+        ttl_secs: Option<u32>,
+        /// Act under this delegation (default: the newest live one that covers the request).
+        #[arg(long)]
+        delegation: Option<String>,
     },
     /// Verify a token offline against a JWKS file; prints its claims.
     Verify {

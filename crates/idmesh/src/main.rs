@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod delegation_cmd;
 mod exit;
 mod keyfile;
 mod node_cmd;
@@ -43,6 +44,8 @@ fn main() -> ExitCode {
             Command::Sync { client, command } => sync_cmd::sync(client, command).await,
             Command::Policy { client, command } => policy_cmd::policy(client, command).await,
             Command::Authorize { client, args } => policy_cmd::authorize(client, args).await,
+            Command::Delegation { client, command } => delegation_cmd::delegation(client, command).await,
+            Command::Issuer { client, command } => delegation_cmd::issuer(client, command).await,
         }
     });
     match result {

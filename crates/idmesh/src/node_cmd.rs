@@ -84,6 +84,10 @@ pub struct NodeArgs {
     /// Delay between publishing a rotated signing key and signing with it [default: 300].
     #[arg(long)]
     pub key_activation_delay_secs: Option<u64>,
+    /// Most agents in a token's acting chain: 1 lets agents act for users, each more lets a
+    /// grant pass on to one more sub-agent [default: 3].
+    #[arg(long)]
+    pub max_actor_chain_depth: Option<usize>,
 }
 
 macro_rules! prefer_flags {
@@ -128,6 +132,7 @@ impl NodeArgs {
             assertion_max_lifetime_secs,
             clock_leeway_secs,
             key_activation_delay_secs,
+            max_actor_chain_depth,
         ))
     }
 
@@ -175,6 +180,7 @@ impl NodeArgs {
                 .unwrap_or(t.assertion_max_lifetime_secs),
             leeway_secs: a.clock_leeway_secs.unwrap_or(t.leeway_secs),
             key_activation_delay_secs: a.key_activation_delay_secs.unwrap_or(t.key_activation_delay_secs),
+            max_actor_chain_depth: a.max_actor_chain_depth.unwrap_or(t.max_actor_chain_depth),
         };
         let config = NodeConfig {
             node_id,

@@ -8,8 +8,8 @@ use idmesh_proto::v1::signing_keys_client::SigningKeysClient;
 use idmesh_proto::v1::site_client::SiteClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
 use idmesh_proto::v1::{
-    GetJwksRequest, GetSiteStatusRequest, IssueTokenRequest, ListSigningKeysRequest, RotateSigningKeyRequest,
-    VerifyTokenRequest,
+    ExchangeTokenRequest, GetJwksRequest, GetSiteStatusRequest, IssueTokenRequest, ListSigningKeysRequest,
+    RotateSigningKeyRequest, VerifyTokenRequest,
 };
 use idmesh_state::PublicJwk;
 use idmesh_token::access::{self, AccessClaims, VerifyRules};
@@ -60,14 +60,7 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
                 .await?
                 .into_inner()
                 .issuer;
-            let agent = if agent.starts_with("spiffe://") {
-                AgentId::parse_field("--agent", &agent)?
-            } else {
-                let status =
-                    SiteClient::new(channel.clone()).get_site_status(GetSiteStatusRequest {}).await?;
-                let domain = TrustDomain::parse_field("trust_domain", &status.into_inner().trust_domain)?;
-                AgentId::new(domain, AgentName::parse_field("--agent", &agent)?)
-            };
+            let agent = resolve_agent(&channel, &agent, "--agent").await?;
             let assertion = sign_assertion(&key, &agent, &format!("{issuer}/token"))?;
             let request = IssueTokenRequest {
                 client_assertion: assertion,
@@ -80,7 +73,44 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
             output::issued_token(client.output, &reply);
             Ok(())
         }
+        TokenCommand::Exchange { agent, key, subject_token, scopes, audiences, ttl_secs, delegation } => {
+            let key = keyfile::read(&key)?;
+            let channel = connect(&client.server).await?;
+            let issuer = TokensClient::new(channel.clone())
+                .get_jwks(GetJwksRequest::default())
+                .await?
+                .into_inner()
+                .issuer;
+            let agent = resolve_agent(&channel, &agent, "--agent").await?;
+            let request = ExchangeTokenRequest {
+                subject_token,
+                subject_token_type: String::new(),
+                actor_token: sign_assertion(&key, &agent, &format!("{issuer}/token"))?,
+                actor_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
+                scopes,
+                audiences,
+                ttl_secs: ttl_secs.unwrap_or(0),
+                delegation_id: delegation.unwrap_or_default(),
+            };
+            let reply = TokensClient::new(channel).exchange_token(request).await?.into_inner();
+            output::issued_token(client.output, &reply);
+            Ok(())
+        }
     }
+}
+
+/// An agent given by name (in the trust domain of the node at `channel`) or by SPIFFE id.
+pub async fn resolve_agent(
+    channel: &tonic::transport::Channel,
+    agent: &str,
+    flag: &str,
+) -> Result<AgentId, Failure> {
+    if agent.starts_with("spiffe://") {
+        return Ok(AgentId::parse_field(flag, agent)?);
+    }
+    let status = SiteClient::new(channel.clone()).get_site_status(GetSiteStatusRequest {}).await?;
+    let domain = TrustDomain::parse_field("trust_domain", &status.into_inner().trust_domain)?;
+    Ok(AgentId::new(domain, AgentName::parse_field(flag, agent)?))
 }
 
 /// An RFC 7523 client assertion for `agent`, signed with `key`.

@@ -1,11 +1,13 @@
 //! The public gRPC services of a node.
 
+mod delegation;
 mod mesh;
 mod policy;
 mod registry;
 mod site;
 mod tokens;
 
+pub use delegation::{DelegationsApi, ISSUER_JWKS_MAX_BYTES, parse_issuer_jwks};
 pub use mesh::MeshApi;
 pub use policy::{AuthzApi, PoliciesApi};
 pub use registry::RegistryApi;

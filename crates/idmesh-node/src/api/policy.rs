@@ -180,6 +180,7 @@ impl Authz for AuthzApi {
             agent_id: outcome.agent,
             on_behalf_of: outcome.on_behalf_of.unwrap_or_default(),
             audit_seq: outcome.audit_seq,
+            actors: outcome.actors,
         }))
     }
 }

@@ -1,14 +1,15 @@
 //! `idmesh.v1.Tokens` and `idmesh.v1.SigningKeys`.
 
+use crate::exchange::ExchangeRequest;
 use crate::keys::KeyView;
 use crate::tokens::TokenRequest;
 use crate::{Node, NodeError};
 use idmesh_proto::v1::signing_keys_server::SigningKeys;
 use idmesh_proto::v1::tokens_server::Tokens;
 use idmesh_proto::v1::{
-    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse, ListSigningKeysRequest,
-    ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus, VerifyTokenRequest,
-    VerifyTokenResponse,
+    ExchangeTokenRequest, GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
+    ListSigningKeysRequest, ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus,
+    VerifyTokenRequest, VerifyTokenResponse,
 };
 use idmesh_state::KeyStatus;
 use idmesh_types::InvalidField;
@@ -45,16 +46,28 @@ impl Tokens for TokensApi {
                 ttl_secs: u64::from(r.ttl_secs),
             })
             .await?;
-        Ok(Response::new(IssueTokenResponse {
-            access_token: issued.access_token,
-            token_type: "Bearer".into(),
-            expires_in_secs: u32::try_from(issued.ttl_secs).unwrap_or(u32::MAX),
-            scope: issued.claims.scope.clone(),
-            jti: issued.claims.jti.clone(),
-            kid: issued.kid,
-            expires_at_unix_secs: issued.claims.exp,
-            audit_seq: issued.audit_seq,
-        }))
+        Ok(Response::new(issued_response(issued)))
+    }
+
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeTokenRequest>,
+    ) -> Result<Response<IssueTokenResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self
+            .node
+            .exchange_token(ExchangeRequest {
+                subject_token: r.subject_token,
+                subject_token_type: r.subject_token_type,
+                actor_token: r.actor_token,
+                actor_token_type: r.actor_token_type,
+                scopes: r.scopes,
+                audiences: r.audiences,
+                ttl_secs: u64::from(r.ttl_secs),
+                delegation_id: r.delegation_id,
+            })
+            .await?;
+        Ok(Response::new(issued_response(issued)))
     }
 
     async fn verify_token(
@@ -71,6 +84,19 @@ impl Tokens for TokensApi {
             jwks: jwks.to_json(),
             issuer: self.node.config().tokens.issuer.clone(),
         }))
+    }
+}
+
+fn issued_response(issued: crate::tokens::IssuedToken) -> IssueTokenResponse {
+    IssueTokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer".into(),
+        expires_in_secs: u32::try_from(issued.ttl_secs).unwrap_or(u32::MAX),
+        scope: issued.claims.scope.clone(),
+        jti: issued.claims.jti.clone(),
+        kid: issued.kid,
+        expires_at_unix_secs: issued.claims.exp,
+        audit_seq: issued.audit_seq,
     }
 }
 

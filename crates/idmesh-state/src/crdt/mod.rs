@@ -12,6 +12,7 @@
 //! apply its bytes. No clock is read here and ids are inputs.
 
 mod edit;
+mod grants;
 mod imports;
 mod keys;
 mod materialize;
@@ -21,6 +22,10 @@ mod sync;
 mod trust;
 
 pub use edit::Actor;
+pub use grants::{
+    DELEGATION_NAME_PREFIX, ISSUER_NAME_PREFIX, delegation_entry_name, issuer_entry_name, materialize_grants,
+    refresh_grants, shard_of_delegation, shard_of_issuer,
+};
 pub use imports::{ImportRecord, shard_of_bundle};
 pub use materialize::Conflict;
 pub use policy::{
