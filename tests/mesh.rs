@@ -42,24 +42,6 @@ struct Topology {
     keys: tempfile::TempDir,
 }
 
-/// A proxy to `target` whose own address is none of the (chosen, not yet bound) node addresses.
-fn proxy_to(name: &str, target: SocketAddr, mesh: &Mesh) -> Proxy {
-    let taken: Vec<SocketAddr> =
-        mesh.sites.values().flat_map(|s| s.nodes.values()).flat_map(|n| [n.public, n.peer]).collect();
-    let mut spare = Vec::new();
-    loop {
-        let proxy = Proxy::start(name, target);
-        if !taken.contains(&proxy.addr()) {
-            return proxy;
-        }
-        spare.push(proxy);
-    }
-}
-
-fn links(site: &str, addr: SocketAddr) -> Vec<String> {
-    vec!["--links".into(), format!("{site}={addr}")]
-}
-
 impl Topology {
     /// Starts the three sites and their links, and waits until each site has a leader and a key.
     async fn start() -> Topology {

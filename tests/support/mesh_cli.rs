@@ -20,6 +20,25 @@ pub const CONVERGE: Duration = Duration::from_secs(120);
 /// For a link to notice that it was cut, or a node to notice a change.
 pub const NOTICE: Duration = Duration::from_secs(60);
 
+/// A proxy to `target` whose own address is none of the (chosen, not yet bound) node addresses.
+pub fn proxy_to(name: &str, target: SocketAddr, mesh: &Mesh) -> super::proxy::Proxy {
+    let taken: Vec<SocketAddr> =
+        mesh.sites.values().flat_map(|s| s.nodes.values()).flat_map(|n| [n.public, n.peer]).collect();
+    let mut spare = Vec::new();
+    loop {
+        let proxy = super::proxy::Proxy::start(name, target);
+        if !taken.contains(&proxy.addr()) {
+            return proxy;
+        }
+        spare.push(proxy);
+    }
+}
+
+/// The flags of a link to `site` at `addr`.
+pub fn links(site: &str, addr: SocketAddr) -> Vec<String> {
+    vec!["--links".into(), format!("{site}={addr}")]
+}
+
 pub fn server(mesh: &Mesh, site: &str, node: u64) -> String {
     mesh.site(site).node(node).public.to_string()
 }

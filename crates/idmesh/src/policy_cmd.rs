@@ -111,6 +111,7 @@ pub async fn authorize(client: ClientArgs, args: AuthorizeArgs) -> Result<(), Fa
             "policy_version": reply.policy_version,
             "agent": reply.agent_id,
             "on_behalf_of": reply.on_behalf_of,
+            "actors": reply.actors,
             "audit_seq": reply.audit_seq,
         }),
     );
