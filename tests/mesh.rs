@@ -11,7 +11,6 @@ mod support;
 use idmesh_proto::v1::RemoteSite;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::mesh_cli::*;
