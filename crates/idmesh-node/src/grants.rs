@@ -4,10 +4,10 @@
 
 use crate::write::Prepared;
 use crate::{Node, NodeError};
-use idmesh_state::crdt::{Actor, shard_of, shard_of_delegation, shard_of_issuer};
+use idmesh_state::crdt::{Actor, shard_of, shard_of_delegation, shard_of_issuer, shard_of_token};
 use idmesh_state::{
     Applied, ChangeBytes, Command, DELEGATION_ID_PREFIX, Delegation, DelegationContext, Entry, NewDelegation,
-    Op, TrustedIssuer, delegation_after, issuer_after,
+    Op, RevokedToken, TrustedIssuer, delegation_after, issuer_after, token_revocation_after,
 };
 
 impl Node {
@@ -33,6 +33,25 @@ impl Node {
             (Applied::Delegation(delegation), index) => Ok((delegation, index)),
             (other, _) => {
                 Err(NodeError::Storage { detail: format!("a delegation write applied as {other:?}") })
+            }
+        }
+    }
+
+    /// Revokes token `jti` (which expires at `expires_at`) for good; revoking it again changes
+    /// nothing.
+    pub async fn revoke_token(
+        &self,
+        jti: String,
+        expires_at: idmesh_types::UnixMillis,
+        reason: String,
+    ) -> Result<(RevokedToken, u64), NodeError> {
+        match self
+            .write_command(Command { at: self.now(), op: Op::RevokeToken { jti, expires_at, reason } })
+            .await?
+        {
+            (Applied::TokenRevoked(revoked), index) => Ok((revoked, index)),
+            (other, _) => {
+                Err(NodeError::Storage { detail: format!("a token revocation applied as {other:?}") })
             }
         }
     }
@@ -91,6 +110,26 @@ impl Node {
                             change: ChangeBytes(change),
                         }),
                         None => Prepared::Unchanged(Applied::Delegation(after)),
+                    })
+                })
+                .map_err(|e| storage(&e))?;
+        }
+        if let Op::RevokeToken { jti, .. } = &command.op {
+            let shard = shard_of_token(jti);
+            let unexpired = self.shared().read().state.revoked_tokens.unexpired(command.at);
+            return self
+                .shared()
+                .with_working((term, epoch), shard, |working| -> Result<Prepared, NodeError> {
+                    let before = working.revoked_token(jti);
+                    let after = token_revocation_after(before.as_ref(), unexpired, &command)?;
+                    let change = working.record_token_revocation(&actor, &after).map_err(|e| storage(&e))?;
+                    Ok(match change {
+                        Some(change) => Prepared::Entry(Entry::Admin {
+                            command: command.clone(),
+                            shard,
+                            change: ChangeBytes(change),
+                        }),
+                        None => Prepared::Unchanged(Applied::TokenRevoked(after)),
                     })
                 })
                 .map_err(|e| storage(&e))?;

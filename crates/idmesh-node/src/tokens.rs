@@ -222,6 +222,7 @@ impl Node {
                 policy_version: book.version().to_owned(),
                 delegation: String::new(),
                 user_issuer: String::new(),
+                credential: verified.kid.clone(),
             },
         };
         let signing_key = self.key_cache().signing_key(key);

@@ -35,6 +35,22 @@ pub enum TokenRejected {
     /// The delegation the token acts under is unknown here, revoked or expired.
     #[error("{0}")]
     Delegation(String),
+    /// The token itself was revoked.
+    #[error("token {jti} was revoked{reason}")]
+    Revoked {
+        /// Its id.
+        jti: String,
+        /// `": why"` or empty.
+        reason: String,
+    },
+    /// The credential the agent authenticated with was removed from it.
+    #[error("credential {kid} of agent {agent} was removed: tokens obtained with it are no longer valid")]
+    Credential {
+        /// The agent.
+        agent: String,
+        /// The credential's thumbprint.
+        kid: String,
+    },
     /// The agent is not (or no longer) in good standing here.
     #[error("agent {agent} is {status} at this site")]
     Agent {
@@ -84,6 +100,11 @@ impl Node {
         let agent_id = AgentId::parse_field("client_id", &claims.client_id)
             .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
         let state = self.shared().read();
+        if let Some(revoked) = state.state.revoked_tokens.by_jti.get(&claims.jti) {
+            let reason =
+                if revoked.reason.is_empty() { String::new() } else { format!(": {}", revoked.reason) };
+            return Err(TokenRejected::Revoked { jti: claims.jti.clone(), reason });
+        }
         // Every agent of the acting chain must be in good standing, the current one first.
         let mut agents = vec![agent_id];
         for actor in claims.actors().iter().skip(1) {
@@ -91,9 +112,20 @@ impl Node {
                 AgentId::parse_field("act.sub", actor).map_err(|e| TokenRejected::Invalid(e.to_string()))?,
             );
         }
-        for agent in &agents {
+        for (n, agent) in agents.iter().enumerate() {
             let rejected = |status| TokenRejected::Agent { agent: agent.to_string(), status };
-            match state.state.registry.get(agent).map(|a| a.status) {
+            let found = state.state.registry.get(agent);
+            if n == 0
+                && !claims.idmesh.credential.is_empty()
+                && let Some(found) = found
+                && !found.credentials.iter().any(|c| c.kid == claims.idmesh.credential)
+            {
+                return Err(TokenRejected::Credential {
+                    agent: agent.to_string(),
+                    kid: claims.idmesh.credential.clone(),
+                });
+            }
+            match found.map(|a| a.status) {
                 Some(AgentStatus::Active) => {}
                 Some(AgentStatus::Suspended) => return Err(rejected("suspended")),
                 Some(AgentStatus::Revoked) => return Err(rejected("revoked")),

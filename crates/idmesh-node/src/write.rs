@@ -6,7 +6,7 @@ use crate::{Node, NodeError};
 use idmesh_raft::WriteOutcome;
 use idmesh_state::crdt::{
     Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_delegation, shard_of_issuer,
-    shard_of_policy, shard_of_site,
+    shard_of_policy, shard_of_site, shard_of_token,
 };
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
@@ -114,6 +114,7 @@ impl Node {
             Op::RevokeDelegation { id, .. } => Some(shard_of_delegation(id)),
             Op::PutIssuer(issuer) => Some(shard_of_issuer(&issuer.issuer)),
             Op::DeleteIssuer { issuer } => Some(shard_of_issuer(issuer)),
+            Op::RevokeToken { jti, .. } => Some(shard_of_token(jti)),
             _ => command.agent_id().map(|id| shard_of(id.name())),
         };
         self.submit_as_leader(shard, what, |node| node.prepare(command)).await

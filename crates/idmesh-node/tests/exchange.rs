@@ -469,3 +469,52 @@ async fn bad_grants_and_issuers_are_refused_and_change_nothing() {
     assert_eq!(node.shared().state_hash(), before, "a refused write changed the state");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_id_or_a_removed_credential_no_longer_verifies() {
+    let running = start().await;
+    let node = running.node.clone();
+    register(&node, "assistant", 11).await;
+    let issue = |jti_seed: &str| idmesh_node::tokens::TokenRequest {
+        client_assertion: assertion("assistant", 11),
+        audiences: vec!["payments".into()],
+        scopes: vec![jti_seed.to_owned()],
+        ..Default::default()
+    };
+    let kept = node.issue_token(issue("a")).await.unwrap();
+    let leaked = node.issue_token(issue("b")).await.unwrap();
+    assert_eq!(kept.claims.idmesh.credential, PublicJwk::of_signing_key(&key(11)).thumbprint());
+    node.verify_access_token(&leaked.access_token, None).unwrap();
+
+    // Revoking one token id refuses that token and no other.
+    let exp = UnixMillis(leaked.claims.exp * 1000);
+    let (revoked, _) =
+        node.revoke_token(leaked.claims.jti.clone(), exp, "leaked in a log".into()).await.unwrap();
+    assert_eq!(revoked.jti, leaked.claims.jti);
+    let rejected = node.verify_access_token(&leaked.access_token, None).unwrap_err();
+    assert!(rejected.to_string().contains("was revoked: leaked in a log"), "{rejected}");
+    node.verify_access_token(&kept.access_token, None).unwrap();
+    // Twice is the same revocation; an expired or malformed one is refused.
+    let (again, _) = node.revoke_token(leaked.claims.jti.clone(), exp, "again".into()).await.unwrap();
+    assert_eq!(again, revoked);
+    let expired =
+        node.revoke_token("old".into(), UnixMillis(node.now().0 - 1), String::new()).await.unwrap_err();
+    assert_eq!(expired.code(), tonic::Code::InvalidArgument, "{expired}");
+    let bad = node.revoke_token("a/b".into(), exp, String::new()).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad}");
+
+    // Removing the credential the agent authenticated with refuses the tokens obtained with it.
+    node.write(Op::UpdateAgent(idmesh_state::UpdateAgent {
+        id: agent_id("assistant").parse().unwrap(),
+        owner: None,
+        labels: None,
+        add_credentials: vec![PublicJwk::of_signing_key(&key(15))],
+        remove_credentials: vec![PublicJwk::of_signing_key(&key(11)).thumbprint()],
+        expected_revision: None,
+    }))
+    .await
+    .unwrap();
+    let rejected = node.verify_access_token(&kept.access_token, None).unwrap_err();
+    assert!(rejected.to_string().contains("was removed"), "{rejected}");
+    running.shutdown().await;
+}

@@ -205,21 +205,17 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         last_applied = ?last_applied.as_ref().map(|l| l.index),
         "state machine loaded"
     );
-    let (delegations, issuers) = idmesh_state::crdt::materialize_grants(shards.iter().map(|s| &s.applied));
-    Ok(AppliedState {
-        state: SiteState {
-            registry,
-            keys: signing_keys,
-            trust,
-            policies: Arc::new(idmesh_state::crdt::materialize_policies(shards.iter().map(|s| &s.applied))),
-            delegations: Arc::new(delegations),
-            issuers: Arc::new(issuers),
-        },
-        shards,
-        working_owner: None,
-        last_applied,
-        membership,
-    })
+    let mut site = SiteState {
+        registry,
+        keys: signing_keys,
+        trust,
+        policies: Arc::new(idmesh_state::crdt::materialize_policies(shards.iter().map(|s| &s.applied))),
+        delegations: Default::default(),
+        issuers: Default::default(),
+        revoked_tokens: Default::default(),
+    };
+    idmesh_state::crdt::materialize_grants(shards.iter().map(|s| &s.applied), &mut site);
+    Ok(AppliedState { state: site, shards, working_owner: None, last_applied, membership })
 }
 
 fn corrupt(shard: u16, detail: &str) -> io::Error {

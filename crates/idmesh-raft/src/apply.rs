@@ -83,6 +83,12 @@ pub(crate) fn apply_entry(
                         }
                     }
                 }
+                Op::RevokeToken { jti, .. } => match state.state.revoked_tokens.by_jti.get(jti) {
+                    Some(revoked) => WriteOutcome::Applied(Applied::TokenRevoked(revoked.clone())),
+                    None => WriteOutcome::Refused(StateError::NotFound {
+                        what: format!("revocation of token {jti}"),
+                    }),
+                },
                 Op::PutIssuer(_) | Op::DeleteIssuer { .. } => {
                     let issuer = command.issuer().unwrap_or_default();
                     match state.state.issuers.by_issuer.get(issuer) {
@@ -204,8 +210,7 @@ fn persist_agents(
     let actions_touched = sites.contains(ACTIONS_NAME);
     // Delegations and trusted issuers are not stored apart from their documents either.
     if let Some(slot) = state.shards.get(usize::from(shard.0)) {
-        let site = &mut state.state;
-        idmesh_state::crdt::refresh_grants(&slot.applied, &sites, &mut site.delegations, &mut site.issuers);
+        idmesh_state::crdt::refresh_grants(&slot.applied, &sites, &mut state.state);
     }
     if !policy_ids.is_empty() || actions_touched {
         // Policies are not stored apart from their documents: a restart materializes them again.

@@ -166,15 +166,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         flush(&self.store).await?;
         let agents = registry.len();
         let policies = std::sync::Arc::new(idmesh_state::crdt::materialize_policies(shards.iter()));
-        let (delegations, issuers) = idmesh_state::crdt::materialize_grants(shards.iter());
-        let site = SiteState {
+        let mut site = SiteState {
             registry,
             keys: signing_keys,
             trust,
             policies,
-            delegations: std::sync::Arc::new(delegations),
-            issuers: std::sync::Arc::new(issuers),
+            delegations: Default::default(),
+            issuers: Default::default(),
+            revoked_tokens: Default::default(),
         };
+        idmesh_state::crdt::materialize_grants(shards.iter(), &mut site);
         {
             let mut state = self.shared.write();
             *state = AppliedState {

@@ -84,6 +84,15 @@ pub enum Op {
         /// Its `iss`.
         issuer: String,
     },
+    /// Withdraw one token before it expires.
+    RevokeToken {
+        /// The token's `jti`.
+        jti: String,
+        /// The token's `exp`, unix ms.
+        expires_at: UnixMillis,
+        /// Why (free text, may be empty).
+        reason: String,
+    },
 }
 
 /// A new signing key. The secret was drawn by the proposing node; it travels in the log.
@@ -153,6 +162,7 @@ impl Command {
                 | Op::RevokeDelegation { .. }
                 | Op::PutIssuer(_)
                 | Op::DeleteIssuer { .. }
+                | Op::RevokeToken { .. }
         )
     }
 
@@ -237,6 +247,7 @@ impl Command {
                 crate::delegation::validate(&self.op, self.at)
             }
             Op::PutIssuer(_) | Op::DeleteIssuer { .. } => crate::issuer::validate(&self.op),
+            Op::RevokeToken { .. } => crate::token_revocation::validate(&self.op, self.at),
             Op::AddSigningKey(key) => {
                 if key.activates_at < self.at {
                     return Err(InvalidField::new("activates_at", "must not be before the command's time"));
@@ -279,6 +290,7 @@ impl fmt::Display for Command {
             Op::RevokeDelegation { id, .. } => return write!(f, "revoke delegation {id} at {}", self.at),
             Op::PutIssuer(issuer) => return write!(f, "trust issuer {} at {}", issuer.issuer, self.at),
             Op::DeleteIssuer { issuer } => return write!(f, "distrust issuer {issuer} at {}", self.at),
+            Op::RevokeToken { jti, .. } => return write!(f, "revoke token {jti} at {}", self.at),
         };
         match self.agent_id() {
             Some(id) => write!(f, "{verb} {id} at {}", self.at),

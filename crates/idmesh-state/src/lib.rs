@@ -23,6 +23,7 @@ mod list;
 mod policy;
 mod registry;
 mod site;
+mod token_revocation;
 pub mod validate;
 
 pub use agent::{Agent, AgentStatus};
@@ -40,6 +41,7 @@ pub use list::{LabelSelector, ListQuery, Page};
 pub use policy::{Policies, Policy, actions_after, policy_after};
 pub use registry::{Registry, agent_after};
 pub use site::{Applied, SiteState};
+pub use token_revocation::{RevokedToken, RevokedTokens, token_revocation_after, validate_token_id};
 
 /// The actions idmesh decides itself; an operator cannot declare them again.
 pub const BUILTIN_ACTION_NAMES: [&str; 3] = ["issue_token", "exchange_token", "delegate"];

@@ -132,7 +132,8 @@ pub fn agent_after(
         | Op::GrantDelegation(_)
         | Op::RevokeDelegation { .. }
         | Op::PutIssuer(_)
-        | Op::DeleteIssuer { .. } => {
+        | Op::DeleteIssuer { .. }
+        | Op::RevokeToken { .. } => {
             Err(InvalidField::new("op", "not an agent command: it travels as an admin change").into())
         }
     }

@@ -36,6 +36,8 @@ pub enum Applied {
         /// Its `iss`.
         issuer: String,
     },
+    /// A token id was revoked (or had been already).
+    TokenRevoked(crate::RevokedToken),
 }
 
 /// A site's replicated state. Cloning is cheap (the registry shares structure).
@@ -53,6 +55,8 @@ pub struct SiteState {
     pub delegations: std::sync::Arc<crate::Delegations>,
     /// The trusted user issuers.
     pub issuers: std::sync::Arc<crate::TrustedIssuers>,
+    /// Revoked token ids.
+    pub revoked_tokens: std::sync::Arc<crate::RevokedTokens>,
 }
 
 impl SiteState {
@@ -65,6 +69,7 @@ impl SiteState {
             policies: Default::default(),
             delegations: Default::default(),
             issuers: Default::default(),
+            revoked_tokens: Default::default(),
         }
     }
 

@@ -65,6 +65,10 @@ pub struct IdmeshClaims {
     /// The issuer of the user in `sub` (tokens on behalf of a user only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_issuer: String,
+    /// The thumbprint of the credential the agent authenticated with: removing that credential
+    /// from the agent makes the token invalid wherever the removal has arrived.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub credential: String,
 }
 
 /// RFC 8693 §4.1 `act`: the current actor, and nested inside it the actor before it.

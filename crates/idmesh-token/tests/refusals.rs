@@ -55,6 +55,7 @@ fn access_claims() -> AccessClaims {
             policy_version: String::new(),
             delegation: String::new(),
             user_issuer: String::new(),
+            credential: String::new(),
         },
     }
 }

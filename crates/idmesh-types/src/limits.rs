@@ -74,3 +74,9 @@ pub const TRUSTED_ISSUERS_MAX_COUNT: usize = 64;
 pub const ISSUER_KEYS_MAX_COUNT: usize = 16;
 /// Deepest actor chain a token may carry, whatever the configuration says.
 pub const ACTOR_CHAIN_MAX_DEPTH: usize = 8;
+/// Longest token id (`jti`) accepted, in bytes.
+pub const TOKEN_ID_MAX_BYTES: usize = 128;
+/// Most unexpired token revocations a trust domain holds.
+pub const REVOKED_TOKENS_MAX_COUNT: usize = 100_000;
+/// Farthest ahead a revoked token's expiry may be, in seconds (a week: no token lives longer).
+pub const TOKEN_REVOCATION_MAX_AHEAD_SECS: u64 = 7 * 24 * 3600;

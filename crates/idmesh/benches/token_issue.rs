@@ -25,8 +25,8 @@ use idmesh_token::access::{self, VerifyRules};
 use idmesh_token::{Jwks, jws};
 use idmesh_types::UnixMillis;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::load::{Op, load, rate};
 use support::{Cluster, TRUST_DOMAIN, connect};
 
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
@@ -36,110 +36,11 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Operations per second of `op` on this thread, over about `secs`.
-fn rate(secs: f64, mut op: impl FnMut(u64)) -> f64 {
-    let started = Instant::now();
-    let mut n = 0u64;
-    while started.elapsed().as_secs_f64() < secs {
-        for _ in 0..100 {
-            op(n);
-            n += 1;
-        }
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 of /proc/pid/stat (utime, stime), counted after the command name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn assertion(key: &SigningKey, agent: &str, jti: usize) -> String {
     let now = now_secs();
     let claims = serde_json::json!({"iss": agent, "sub": agent, "aud": format!("{ISSUER}/token"),
         "iat": now, "exp": now + 240, "jti": format!("bench-{jti}")});
     jws::sign(key, "JWT", &PublicJwk::of_signing_key(key).thumbprint(), &claims).unwrap()
-}
-
-struct Run {
-    clients: usize,
-    tokens_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
-    node_cores: f64,
-}
-
-async fn run(
-    addr: std::net::SocketAddr,
-    pid: u32,
-    clients: usize,
-    secs: f64,
-    assertions: Arc<Vec<String>>,
-) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let cpu_before = cpu_secs(pid);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (next, assertions) = (next.clone(), assertions.clone());
-        let channel = connect(addr).await.unwrap();
-        tasks.push(tokio::spawn(async move {
-            let mut api = TokensClient::new(channel);
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(assertion) = assertions.get(i) else { break };
-                let request = IssueTokenRequest {
-                    client_assertion: assertion.clone(),
-                    scopes: vec!["read".into()],
-                    audiences: vec!["payments".into()],
-                    ..Default::default()
-                };
-                let t = Instant::now();
-                match api.issue_token(request).await {
-                    Ok(_) => latencies.push(t.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.unwrap();
-        latencies.extend(l);
-        errors += e;
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let node_cores = (cpu_secs(pid) - cpu_before) / wall;
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    if next.load(Ordering::Relaxed) >= assertions.len() {
-        eprintln!(
-            "warning: ran out of pre-signed assertions at {clients} clients; the rate is a lower bound"
-        );
-    }
-    Run {
-        clients,
-        tokens_per_s: latencies.len() as f64 / wall,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        errors,
-        node_cores,
-    }
 }
 
 fn main() {
@@ -201,10 +102,21 @@ async fn bench(secs: f64) {
         let assertions: Arc<Vec<String>> =
             Arc::new((first_jti..first_jti + budget).map(|j| assertion(&agent_key, &agent, j)).collect());
         first_jti += budget;
-        let r = run(addr, pid, clients, secs, assertions).await;
+        let op: Op = Arc::new(move |channel, i| {
+            let request = IssueTokenRequest {
+                client_assertion: assertions[i].clone(),
+                scopes: vec!["read".into()],
+                audiences: vec!["payments".into()],
+                ..Default::default()
+            };
+            Box::pin(async move {
+                TokensClient::new(channel).issue_token(request).await.map(|_| ()).map_err(|e| e.to_string())
+            })
+        });
+        let r = load(addr, pid, clients, secs, budget, op).await;
         println!(
             "{:>3} in flight: {:>7.0} tokens/s  p50 {:>6.2} ms  p99 {:>6.2} ms  node CPU {:.2} cores  errors {}",
-            r.clients, r.tokens_per_s, r.p50_ms, r.p99_ms, r.node_cores, r.errors
+            r.clients, r.ops_per_s, r.p50_ms, r.p99_ms, r.node_cores, r.errors
         );
         runs.push(r);
     }
@@ -246,11 +158,11 @@ async fn bench(secs: f64) {
         "clients  tokens/s   p50 ms   p99 ms  node cores  tokens/s/core  vs sign rate  vs crypto ceiling  errors"
     );
     for r in &runs {
-        let per_core = if r.node_cores > 0.0 { r.tokens_per_s / r.node_cores } else { 0.0 };
+        let per_core = r.per_core();
         println!(
             "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>11.2} {:>14.0} {:>12.0}% {:>17.0}% {:>7}",
             r.clients,
-            r.tokens_per_s,
+            r.ops_per_s,
             r.p50_ms,
             r.p99_ms,
             r.node_cores,

@@ -283,6 +283,14 @@ pub enum TokenCommand {
         #[arg(long)]
         delegation: Option<String>,
     },
+    /// Revoke one token until it expires (everywhere the revocation reaches).
+    Revoke {
+        /// The token.
+        token: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Verify a token offline against a JWKS file; prints its claims.
     Verify {
         /// Verify offline against this JWKS file (e.g. saved from `idmesh token jwks`). Without

@@ -9,7 +9,7 @@ use idmesh_proto::v1::site_client::SiteClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
 use idmesh_proto::v1::{
     ExchangeTokenRequest, GetJwksRequest, GetSiteStatusRequest, IssueTokenRequest, ListSigningKeysRequest,
-    RotateSigningKeyRequest, VerifyTokenRequest,
+    RevokeTokenRequest, RotateSigningKeyRequest, VerifyTokenRequest,
 };
 use idmesh_state::PublicJwk;
 use idmesh_token::access::{self, AccessClaims, VerifyRules};
@@ -44,6 +44,22 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
             let claims: AccessClaims = serde_json::from_str(&reply.claims_json)
                 .map_err(|e| Failure::server(format!("the node answered claims that do not parse: {e}")))?;
             output::token_claims(client.output, &claims);
+            Ok(())
+        }
+        TokenCommand::Revoke { token, reason } => {
+            let mut api = TokensClient::new(connect(&client.server).await?);
+            let reply = api
+                .revoke_token(RevokeTokenRequest { token, reason, ..Default::default() })
+                .await?
+                .into_inner();
+            output::summary(
+                client.output,
+                &json!({
+                    "revoked": reply.jti,
+                    "expires_at_unix_secs": reply.expires_at_unix_secs,
+                    "revoked_at_unix_ms": reply.revoked_at_unix_ms,
+                }),
+            );
             Ok(())
         }
         TokenCommand::Jwks { all_sites } => {

@@ -8,8 +8,8 @@ use idmesh_proto::v1::signing_keys_server::SigningKeys;
 use idmesh_proto::v1::tokens_server::Tokens;
 use idmesh_proto::v1::{
     ExchangeTokenRequest, GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
-    ListSigningKeysRequest, ListSigningKeysResponse, RotateSigningKeyRequest, SigningKey, SigningKeyStatus,
-    VerifyTokenRequest, VerifyTokenResponse,
+    ListSigningKeysRequest, ListSigningKeysResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RotateSigningKeyRequest, SigningKey, SigningKeyStatus, VerifyTokenRequest, VerifyTokenResponse,
 };
 use idmesh_state::KeyStatus;
 use idmesh_types::InvalidField;
@@ -68,6 +68,38 @@ impl Tokens for TokensApi {
             })
             .await?;
         Ok(Response::new(issued_response(issued)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let r = request.into_inner();
+        let (jti, exp_secs) = if r.token.is_empty() {
+            (r.jti, r.expires_at_unix_secs)
+        } else {
+            #[derive(serde::Deserialize)]
+            struct Ids {
+                jti: String,
+                exp: u64,
+            }
+            let ids: Ids =
+                idmesh_token::jws::parse(&r.token).and_then(|parsed| parsed.claims()).map_err(|e| {
+                    NodeError::from(InvalidField::new(
+                        "token",
+                        format!("must be a JWT with jti and exp ({e})"),
+                    ))
+                })?;
+            (ids.jti, ids.exp)
+        };
+        let expires_at = idmesh_types::UnixMillis(exp_secs.saturating_mul(1000));
+        let (revoked, log_index) = self.node.revoke_token(jti, expires_at, r.reason).await?;
+        Ok(Response::new(RevokeTokenResponse {
+            jti: revoked.jti,
+            expires_at_unix_secs: revoked.expires_at.as_secs(),
+            revoked_at_unix_ms: revoked.revoked_at.0,
+            log_index,
+        }))
     }
 
     async fn verify_token(

@@ -7,6 +7,8 @@
 //! concurrently: revocation wins. Two concurrent revocations keep automerge's deterministic
 //! winner for the time and reason; the delegation is revoked either way.
 //!
+//! A revoked token id lives under `"@jti.<jti>"`: `revoked` (JSON), never removed.
+//!
 //! A trusted issuer lives under `"@issuer.<h>"`, `h` being the first 16 hex digits of SHA-256 of
 //! its URL (a URL holds `/`, which separates an entry's name from its fields): `config` (JSON,
 //! removed when the issuer is deleted). Concurrent edits keep one winner and are reported as a
@@ -15,7 +17,7 @@
 use super::edit::Actor;
 use super::materialize::Conflict;
 use super::shard::{CrdtError, Shard, ShardId, doc_err, shard_of_key};
-use crate::{Delegation, DelegationRevocation, Delegations, TrustedIssuer, TrustedIssuers};
+use crate::{Delegation, DelegationRevocation, RevokedToken, SiteState, TrustedIssuer};
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT, ReadDoc as _, ScalarValue};
 use idmesh_types::UnixMillis;
@@ -26,6 +28,13 @@ use sha2::{Digest, Sha256};
 pub const DELEGATION_NAME_PREFIX: &str = "@delegation.";
 /// What starts the name of a trusted issuer entry.
 pub const ISSUER_NAME_PREFIX: &str = "@issuer.";
+/// What starts the name of a revoked token entry.
+pub const TOKEN_NAME_PREFIX: &str = "@jti.";
+
+/// The shard holding the revocation of token `jti`.
+pub fn shard_of_token(jti: &str) -> ShardId {
+    shard_of_key(&format!("{TOKEN_NAME_PREFIX}{jti}"))
+}
 
 /// `"@delegation.<id>"`.
 pub fn delegation_entry_name(id: &str) -> String {
@@ -126,6 +135,27 @@ impl Shard {
         self.commit_change(at)
     }
 
+    /// The revocation of token `jti`, if this shard holds one.
+    pub fn revoked_token(&self, jti: &str) -> Option<RevokedToken> {
+        let text = self.text_at(&format!("{TOKEN_NAME_PREFIX}{jti}/revoked"))?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Records, as `actor`, the revocation of a token (`None` if it was revoked already).
+    pub fn record_token_revocation(
+        &mut self,
+        actor: &Actor,
+        revoked: &RevokedToken,
+    ) -> Result<Option<Vec<u8>>, CrdtError> {
+        if self.revoked_token(&revoked.jti).is_some() {
+            return Ok(None);
+        }
+        self.doc.set_actor(ActorId::from(actor.0));
+        let text = serde_json::to_string(revoked).map_err(json_err)?;
+        self.doc.put(ROOT, format!("{TOKEN_NAME_PREFIX}{}/revoked", revoked.jti), text).map_err(doc_err)?;
+        self.commit_change(revoked.revoked_at)
+    }
+
     /// Trusted issuer `issuer`, if this shard holds it.
     pub fn trusted_issuer(&self, issuer: &str) -> Option<TrustedIssuer> {
         let text = self.text_at(&format!("{}/config", issuer_entry_name(issuer)))?;
@@ -187,74 +217,70 @@ impl Shard {
         names.dedup();
         names
     }
-
-    /// Ids of the delegations in this shard.
-    pub fn delegation_ids(&self) -> Vec<String> {
-        self.entries_with_prefix(DELEGATION_NAME_PREFIX)
-            .into_iter()
-            .filter_map(|name| name.strip_prefix(DELEGATION_NAME_PREFIX).map(str::to_owned))
-            .collect()
-    }
-
-    /// The trusted issuers in this shard.
-    pub fn trusted_issuers(&self) -> Vec<TrustedIssuer> {
-        self.entries_with_prefix(ISSUER_NAME_PREFIX)
-            .into_iter()
-            .filter_map(|name| self.text_at(&format!("{name}/config")))
-            .filter_map(|text| serde_json::from_str(&text).ok())
-            .collect()
-    }
 }
 
-/// Every delegation and trusted issuer held in `shards` (all of a replica's shards).
-pub fn materialize_grants<'a>(shards: impl IntoIterator<Item = &'a Shard>) -> (Delegations, TrustedIssuers) {
-    let mut delegations = Delegations::default();
-    let mut issuers = TrustedIssuers::default();
+/// Sets `site`'s delegations, trusted issuers and revoked tokens to those held in `shards`
+/// (all of a replica's shards).
+pub fn materialize_grants<'a>(shards: impl IntoIterator<Item = &'a Shard>, site: &mut SiteState) {
+    let (mut delegations, mut issuers, mut tokens) =
+        (Default::default(), Default::default(), Default::default());
     for shard in shards {
-        for id in shard.delegation_ids() {
-            if let Some(delegation) = shard.delegation(&id) {
-                delegations.by_id.insert(id, delegation);
-            }
-        }
-        for issuer in shard.trusted_issuers() {
-            issuers.by_issuer.insert(issuer.issuer.clone(), issuer);
-        }
+        let names: std::collections::BTreeSet<String> =
+            [DELEGATION_NAME_PREFIX, ISSUER_NAME_PREFIX, TOKEN_NAME_PREFIX]
+                .into_iter()
+                .flat_map(|prefix| shard.entries_with_prefix(prefix))
+                .collect();
+        refresh_into(shard, &names, &mut delegations, &mut issuers, &mut tokens);
     }
-    (delegations, issuers)
+    site.delegations = std::sync::Arc::new(delegations);
+    site.issuers = std::sync::Arc::new(issuers);
+    site.revoked_tokens = std::sync::Arc::new(tokens);
 }
 
-/// Refreshes, in `delegations` and `issuers`, the entries `names` of `shard` (names of other
-/// kinds are ignored). Returns whether any name was one of theirs.
-pub fn refresh_grants(
+/// Refreshes, in `site`, the entries `names` of `shard` (names of other kinds are ignored).
+pub fn refresh_grants(shard: &Shard, names: &std::collections::BTreeSet<String>, site: &mut SiteState) {
+    let ours = |name: &String| {
+        [DELEGATION_NAME_PREFIX, ISSUER_NAME_PREFIX, TOKEN_NAME_PREFIX].iter().any(|p| name.starts_with(p))
+    };
+    if !names.iter().any(ours) {
+        return;
+    }
+    let delegations = std::sync::Arc::make_mut(&mut site.delegations);
+    let issuers = std::sync::Arc::make_mut(&mut site.issuers);
+    let tokens = std::sync::Arc::make_mut(&mut site.revoked_tokens);
+    refresh_into(shard, names, delegations, issuers, tokens);
+}
+
+fn refresh_into(
     shard: &Shard,
     names: &std::collections::BTreeSet<String>,
-    delegations: &mut std::sync::Arc<Delegations>,
-    issuers: &mut std::sync::Arc<TrustedIssuers>,
-) -> bool {
-    let mut any = false;
+    delegations: &mut crate::Delegations,
+    issuers: &mut crate::TrustedIssuers,
+    tokens: &mut crate::RevokedTokens,
+) {
     for name in names {
         if let Some(id) = name.strip_prefix(DELEGATION_NAME_PREFIX) {
-            any = true;
             if let Some(delegation) = shard.delegation(id) {
-                std::sync::Arc::make_mut(delegations).by_id.insert(id.to_owned(), delegation);
+                delegations.by_id.insert(id.to_owned(), delegation);
+            }
+        } else if let Some(jti) = name.strip_prefix(TOKEN_NAME_PREFIX) {
+            if let Some(revoked) = shard.revoked_token(jti) {
+                tokens.by_jti.insert(jti.to_owned(), revoked);
             }
         } else if name.starts_with(ISSUER_NAME_PREFIX) {
-            any = true;
-            let map = std::sync::Arc::make_mut(issuers);
-            // The entry name is a hash: find the issuer it belongs to by its stored config, or,
-            // once deleted, by the names of the issuers held.
-            match shard
+            // The entry name is a hash: find the issuer by its stored config or, once deleted,
+            // by the names of the issuers held.
+            let config = shard
                 .text_at(&format!("{name}/config"))
-                .and_then(|t| serde_json::from_str::<TrustedIssuer>(&t).ok())
-            {
+                .and_then(|t| serde_json::from_str::<TrustedIssuer>(&t).ok());
+            match config {
                 Some(config) => {
-                    map.by_issuer.insert(config.issuer.clone(), config);
+                    issuers.by_issuer.insert(config.issuer.clone(), config);
                 }
-                None => map.by_issuer.retain(|issuer, _| &issuer_entry_name(issuer) != name),
+                None => issuers.by_issuer.retain(|issuer, _| &issuer_entry_name(issuer) != name),
             }
         }
     }
-    any
 }
 
 #[cfg(test)]
@@ -309,8 +335,9 @@ mod tests {
         let d1 = one.delegation(&granted.id).unwrap();
         assert!(d1.revoked.is_some());
         assert_eq!(Some(d1), two.delegation(&granted.id));
-        let (all, _) = materialize_grants([&one]);
-        assert_eq!(all.by_id.len(), 1);
+        let mut site = SiteState::new(idmesh_types::TrustDomain::parse_field("td", "acme.example").unwrap());
+        materialize_grants([&one], &mut site);
+        assert_eq!(site.delegations.by_id.len(), 1);
     }
 
     #[test]
@@ -329,13 +356,25 @@ mod tests {
         assert_eq!(shard.trusted_issuer(&config.issuer), Some(config.clone()));
         let mut replica = Shard::new();
         let touched = replica.apply(&[put]).unwrap();
-        let (mut delegations, mut issuers) = (Default::default(), Default::default());
-        assert!(refresh_grants(&replica, &touched, &mut delegations, &mut issuers));
-        assert_eq!(issuers.by_issuer.get(&config.issuer), Some(&config));
+        let mut site = SiteState::new(idmesh_types::TrustDomain::parse_field("td", "acme.example").unwrap());
+        refresh_grants(&replica, &touched, &mut site);
+        assert_eq!(site.issuers.by_issuer.get(&config.issuer), Some(&config));
         let delete =
             shard.record_issuer(&actor, UnixMillis(6), &config.issuer, Some(&config), None).unwrap().unwrap();
         let touched = replica.apply(&[delete]).unwrap();
-        refresh_grants(&replica, &touched, &mut delegations, &mut issuers);
-        assert!(issuers.by_issuer.is_empty());
+        refresh_grants(&replica, &touched, &mut site);
+        assert!(site.issuers.by_issuer.is_empty());
+        // A revoked token id replicates and stays revoked.
+        let revoked = RevokedToken {
+            jti: "t1".into(),
+            expires_at: UnixMillis(9_000),
+            revoked_at: UnixMillis(7),
+            reason: String::new(),
+        };
+        let change = shard.record_token_revocation(&actor, &revoked).unwrap().unwrap();
+        assert_eq!(shard.record_token_revocation(&actor, &revoked).unwrap(), None);
+        let touched = replica.apply(&[change]).unwrap();
+        refresh_grants(&replica, &touched, &mut site);
+        assert_eq!(site.revoked_tokens.by_jti.get("t1"), Some(&revoked));
     }
 }

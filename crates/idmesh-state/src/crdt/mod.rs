@@ -23,8 +23,8 @@ mod trust;
 
 pub use edit::Actor;
 pub use grants::{
-    DELEGATION_NAME_PREFIX, ISSUER_NAME_PREFIX, delegation_entry_name, issuer_entry_name, materialize_grants,
-    refresh_grants, shard_of_delegation, shard_of_issuer,
+    DELEGATION_NAME_PREFIX, ISSUER_NAME_PREFIX, TOKEN_NAME_PREFIX, delegation_entry_name, issuer_entry_name,
+    materialize_grants, refresh_grants, shard_of_delegation, shard_of_issuer, shard_of_token,
 };
 pub use imports::{ImportRecord, shard_of_bundle};
 pub use materialize::Conflict;

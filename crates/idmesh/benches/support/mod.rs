@@ -6,6 +6,7 @@
 //! (Ctrl-C) leaves them running: they would then have to be killed by hand.
 
 pub mod etcd;
+pub mod load;
 pub mod report;
 
 use anyhow::{Context as _, bail};
