@@ -9,6 +9,21 @@ pub enum AckedWrite {
     Registered { agent: String },
     /// The agent was revoked.
     Revoked { agent: String },
+    /// The delegation was revoked.
+    DelegationRevoked { id: String },
+}
+
+/// A delegation a client was told was granted.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    /// Its id.
+    pub id: String,
+    /// The agent's SPIFFE id.
+    pub agent: String,
+    /// The user.
+    pub user: String,
+    /// The site whose client granted it (its agents' keys are that client's).
+    pub site: usize,
 }
 
 /// A token a client received.
@@ -58,6 +73,8 @@ pub struct Ledger {
     pub verifications: Vec<Verification>,
     /// Bundles carried across an air gap, and how their imports ended.
     pub imports: Vec<crate::carry::ImportOutcome>,
+    /// Delegations granted (acknowledged).
+    pub delegations: Vec<Granted>,
 }
 
 impl Ledger {

@@ -2,17 +2,20 @@
 //! over real gRPC to the nodes of its own site, at a pace drawn from the seed. It records what
 //! it was told in the ledger and the trace.
 
-use crate::ledger::{AckedWrite, IssuedToken, Verification};
+use crate::ledger::{AckedWrite, Granted, IssuedToken, Verification};
 use crate::rng::SimRng;
 use crate::sim_host::{ClockOffsets, SimTransport, sim_ms};
 use crate::world::{PUBLIC_PORT, TRUST_DOMAIN, World, lock};
 use ed25519_dalek::SigningKey;
 use idmesh_node::transport::{Transport, lazy_channel};
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
+use idmesh_proto::v1::delegations_client::DelegationsClient;
+use idmesh_proto::v1::issuers_client::IssuersClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
 use idmesh_proto::v1::{
-    IssueTokenRequest, RegisterAgentRequest, ResumeAgentRequest, RevokeAgentRequest, SuspendAgentRequest,
-    UpdateAgentRequest, VerifyTokenRequest,
+    ExchangeTokenRequest, GrantDelegationRequest, IssueTokenRequest, IssueTokenResponse, PutIssuerRequest,
+    RegisterAgentRequest, ResumeAgentRequest, RevokeAgentRequest, RevokeDelegationRequest,
+    SuspendAgentRequest, UpdateAgentRequest, VerifyTokenRequest,
 };
 use idmesh_state::PublicJwk;
 use std::collections::BTreeMap;
@@ -25,6 +28,14 @@ use tonic::transport::{Channel, Endpoint};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most agents one client registers.
 const AGENTS_MAX: usize = 40;
+/// The identity provider of the simulated users.
+const IDP: &str = "https://idp.sim.example";
+const IDP_KID: &str = "idp-sim";
+
+/// The identity provider's key (fixed: users' tokens are signed by the clients).
+fn idp_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x1d; 32])
+}
 
 struct OwnAgent {
     name: String,
@@ -38,13 +49,21 @@ struct Client {
     channels: BTreeMap<String, Channel>,
     agents: Vec<OwnAgent>,
     assertions: u64,
+    issuer_trusted: bool,
 }
 
 /// The software of the client host of `site`.
 pub async fn run_client(world: Arc<World>, site: usize) -> turmoil::Result {
     let rng = SimRng::new(world.plan.seed, &format!("client/{site}"));
-    let mut client =
-        Client { world, site, rng, channels: BTreeMap::new(), agents: Vec::new(), assertions: 0 };
+    let mut client = Client {
+        world,
+        site,
+        rng,
+        channels: BTreeMap::new(),
+        agents: Vec::new(),
+        assertions: 0,
+        issuer_trusted: false,
+    };
     tokio::time::sleep(Duration::from_millis(client.world.plan.timing.chaos_from_ms)).await;
     while client.world.writes_open() {
         let pause = client.world.plan.client_pause_ms;
@@ -89,14 +108,26 @@ impl Client {
             crate::carry::export_pending(&self.world, self.site, channel.clone(), sim_ms()).await;
             crate::carry::import_pending(&self.world, self.site, channel, sim_ms()).await;
         }
+        if self.site == 0 && !self.issuer_trusted {
+            // The first client's first act: trust the identity provider (it replicates to
+            // every site; grants elsewhere are refused until it arrives).
+            self.trust_issuer().await;
+            return;
+        }
         let roll = self.rng.range(0, 100);
         if self.agents.is_empty() || (roll < 30 && self.agents.len() < AGENTS_MAX) {
             self.register().await;
-        } else if roll < 70 {
+        } else if roll < 62 {
             self.issue().await;
-        } else if roll < 80 {
+        } else if roll < 70 {
+            self.exchange().await;
+        } else if roll < 76 {
             self.revoke().await;
-        } else if roll < 92 {
+        } else if roll < 82 {
+            self.grant().await;
+        } else if roll < 85 {
+            self.revoke_delegation().await;
+        } else if roll < 94 {
             self.suspend_or_resume().await;
         } else {
             self.update_owner().await;
@@ -128,20 +159,44 @@ impl Client {
         }
     }
 
-    async fn issue(&mut self) {
-        let index = usize::try_from(self.rng.range(0, self.agents.len() as u64)).unwrap_or(0);
-        self.assertions += 1;
-        let jti = format!("{}-{}", self.name(), self.assertions);
-        let Some(agent) = self.agents.get(index) else { return };
-        let id = spiffe(&agent.name);
-        // Clients keep true time, moved only by the mesh-wide jumps.
+    /// Clients keep true time, moved only by the mesh-wide jumps: unix seconds now.
+    fn now_secs(&self) -> u64 {
         let clock =
             ClockOffsets { global_ms: self.world.global_clock_ms.clone(), own_ms: Default::default() };
-        let now_secs = clock.wall_at(sim_ms()).0 / 1000;
+        clock.wall_at(sim_ms()).0 / 1000
+    }
+
+    /// A fresh client assertion of own agent `index`.
+    fn assertion(&mut self, index: usize) -> Option<String> {
+        self.assertions += 1;
+        let jti = format!("{}-{}", self.name(), self.assertions);
+        let now_secs = self.now_secs();
+        let agent = self.agents.get(index)?;
+        let id = spiffe(&agent.name);
         let audience = format!("https://{TRUST_DOMAIN}/sites/{}", self.name());
         let claims = serde_json::json!({"iss": id, "sub": id, "aud": audience, "iat": now_secs, "exp": now_secs + 120, "jti": jti});
         let kid = PublicJwk::of_signing_key(&agent.key).thumbprint();
-        let Ok(assertion) = idmesh_token::jws::sign(&agent.key, "JWT", &kid, &claims) else { return };
+        idmesh_token::jws::sign(&agent.key, "JWT", &kid, &claims).ok()
+    }
+
+    fn keep_token(&self, reply: &IssueTokenResponse, agent: String, host: String) {
+        let partitioned = lock(&self.world.cut_sites).contains(&self.site);
+        lock(&self.world.ledger).tokens.push(IssuedToken {
+            jti: reply.jti.clone(),
+            token: reply.access_token.clone(),
+            agent,
+            host,
+            audit_seq: reply.audit_seq,
+            at_ms: sim_ms(),
+            partitioned,
+        });
+    }
+
+    async fn issue(&mut self) {
+        let index = usize::try_from(self.rng.range(0, self.agents.len() as u64)).unwrap_or(0);
+        let Some(assertion) = self.assertion(index) else { return };
+        let Some(agent) = self.agents.get(index) else { return };
+        let id = spiffe(&agent.name);
         let name = agent.name.clone();
         let (host, channel) = self.channel();
         let request = IssueTokenRequest {
@@ -159,18 +214,94 @@ impl Client {
                     &host,
                     &format!("token {} (audit {})", reply.jti, reply.audit_seq),
                 );
-                let partitioned = lock(&self.world.cut_sites).contains(&self.site);
-                lock(&self.world.ledger).tokens.push(IssuedToken {
-                    jti: reply.jti.clone(),
-                    token: reply.access_token.clone(),
-                    agent: id,
-                    host,
-                    audit_seq: reply.audit_seq,
-                    at_ms: sim_ms(),
-                    partitioned,
-                });
+                self.keep_token(reply, id, host);
             }
             Err(_) => self.record("issue", &name, &host, &code(&outcome)),
+        }
+    }
+
+    async fn trust_issuer(&mut self) {
+        let mut jwk: serde_json::Value =
+            serde_json::from_str(&PublicJwk::of_signing_key(&idp_key()).to_json()).unwrap_or_default();
+        jwk["kid"] = IDP_KID.into();
+        let request = PutIssuerRequest {
+            issuer: IDP.into(),
+            audience: TRUST_DOMAIN.into(),
+            jwks: serde_json::json!({ "keys": [jwk] }).to_string(),
+        };
+        let (host, channel) = self.channel();
+        let outcome = IssuersClient::new(channel).put_issuer(timed(request)).await;
+        self.record("trust-issuer", IDP, &host, &code(&outcome));
+        self.issuer_trusted = outcome.is_ok();
+    }
+
+    /// A user of this site's client lets one of its agents act for them.
+    async fn grant(&mut self) {
+        let index = usize::try_from(self.rng.range(0, self.agents.len() as u64)).unwrap_or(0);
+        let Some(agent) = self.agents.get(index) else { return };
+        let agent = spiffe(&agent.name);
+        let n = self.rng.range(0, 5);
+        let user = format!("user-{}-{n}", self.name());
+        let request = GrantDelegationRequest {
+            user: user.clone(),
+            user_issuer: IDP.into(),
+            agent_id: agent.clone(),
+            scopes: vec!["payments:read".into()],
+            audiences: vec!["payments".into()],
+            ttl_secs: 86_400 * 60,
+        };
+        let (host, channel) = self.channel();
+        let outcome = DelegationsClient::new(channel).grant_delegation(timed(request)).await;
+        match outcome.as_ref().ok().and_then(|r| r.get_ref().delegation.as_ref()) {
+            Some(d) => {
+                self.record("grant", &agent, &host, &format!("ok {} for {user}", d.id));
+                let granted = Granted { id: d.id.clone(), agent, user, site: self.site };
+                lock(&self.world.ledger).delegations.push(granted);
+            }
+            None => self.record("grant", &agent, &host, &code(&outcome)),
+        }
+    }
+
+    /// Revokes a delegation any site granted (as far as this client has heard).
+    async fn revoke_delegation(&mut self) {
+        let known: Vec<String> = lock(&self.world.ledger).delegations.iter().map(|d| d.id.clone()).collect();
+        let Some(id) = self.rng.pick(&known).cloned() else { return };
+        let (host, channel) = self.channel();
+        let request = RevokeDelegationRequest { id: id.clone(), reason: "simulated: user left".into() };
+        let outcome = DelegationsClient::new(channel).revoke_delegation(timed(request)).await;
+        self.record("revoke-delegation", &id, &host, &code(&outcome));
+        if outcome.is_ok() {
+            lock(&self.world.ledger).acked(sim_ms(), self.site, AckedWrite::DelegationRevoked { id });
+        }
+    }
+
+    /// One of this client's agents exchanges its user's token for one on the user's behalf.
+    async fn exchange(&mut self) {
+        let mine: Vec<Granted> =
+            lock(&self.world.ledger).delegations.iter().filter(|d| d.site == self.site).cloned().collect();
+        let Some(granted) = self.rng.pick(&mine).cloned() else { return };
+        let Some(index) = self.agents.iter().position(|a| spiffe(&a.name) == granted.agent) else { return };
+        let Some(actor_token) = self.assertion(index) else { return };
+        let now_secs = self.now_secs();
+        let claims = serde_json::json!({"iss": IDP, "sub": granted.user, "aud": TRUST_DOMAIN, "iat": now_secs, "exp": now_secs + 300});
+        let Ok(subject_token) = idmesh_token::jws::sign(&idp_key(), "JWT", IDP_KID, &claims) else { return };
+        let request = ExchangeTokenRequest {
+            subject_token,
+            actor_token,
+            scopes: vec!["payments:read".into()],
+            audiences: vec!["payments".into()],
+            ..Default::default()
+        };
+        let (host, channel) = self.channel();
+        let outcome = TokensClient::new(channel).exchange_token(timed(request)).await;
+        match &outcome {
+            Ok(reply) => {
+                let reply = reply.get_ref();
+                let what = format!("token {} for {} (audit {})", reply.jti, granted.user, reply.audit_seq);
+                self.record("exchange", &granted.agent, &host, &what);
+                self.keep_token(reply, granted.agent.clone(), host);
+            }
+            Err(_) => self.record("exchange", &granted.agent, &host, &code(&outcome)),
         }
     }
 

@@ -1,4 +1,5 @@
-//! No acknowledged admin write is lost: every registration and revocation a client was told
+//! No acknowledged admin write is lost: every registration and revocation (of an agent or a
+//! delegation) a client was told
 //! succeeded is, after the heal, present at every node of every site — whatever crashed,
 //! whichever leader changed, whatever was cut off. Protects durability (nothing acknowledged
 //! before it is on disk) and replication (nothing acknowledged is dropped by a merge).
@@ -17,6 +18,23 @@ pub fn check(world: &World) -> Vec<Violation> {
         let (agent, want_revoked) = match write {
             AckedWrite::Registered { agent } => (agent, false),
             AckedWrite::Revoked { agent } => (agent, true),
+            AckedWrite::DelegationRevoked { id } => {
+                let lacking: Vec<&String> = nodes
+                    .iter()
+                    .filter(|(_, node)| {
+                        let state = node.shared().read();
+                        state.state.delegations.by_id.get(id).is_none_or(|d| d.revoked.is_none())
+                    })
+                    .map(|(host, _)| host)
+                    .collect();
+                if !lacking.is_empty() {
+                    out.push(Violation::new(
+                        "acknowledged_writes",
+                        format!("{write:?} acknowledged at {at_ms} ms is missing at {lacking:?}"),
+                    ));
+                }
+                continue;
+            }
         };
         let mut lacking = Vec::new();
         for (host, node) in &nodes {

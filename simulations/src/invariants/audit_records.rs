@@ -1,5 +1,5 @@
 //! Every issued token has exactly one audit record: each token a client received appears once,
-//! as `TokenIssued` with its jti, in the issuing node's hash-chained audit log, at the sequence
+//! as `TokenIssued` (or `TokenExchanged`) with its jti, in the issuing node's hash-chained audit log, at the sequence
 //! number the node answered with — also after that node crashed and restarted. And each node's
 //! chain verifies. Protects "what did this agent do, when": no token exists that the audit
 //! trail does not show.
@@ -41,9 +41,12 @@ pub fn check(world: &World, logs: &BTreeMap<String, Result<Vec<Record>, String>>
         }
         let jtis = by_host.entry(host.clone()).or_default();
         for record in records {
-            if let Event::TokenIssued(token) = &record.event {
-                jtis.entry(token.jti.clone()).or_default().push(record.seq);
-            }
+            let jti = match &record.event {
+                Event::TokenIssued(token) => &token.jti,
+                Event::TokenExchanged(token) => &token.jti,
+                _ => continue,
+            };
+            jtis.entry(jti.clone()).or_default().push(record.seq);
         }
     }
     for token in &tokens {

@@ -1,5 +1,5 @@
-//! Revocation wins and is never undone; no zombies. Once a node has applied an agent's
-//! revocation, that node shows the agent revoked forever — across restarts, merges with sites
+//! Revocation wins and is never undone; no zombies. Once a node has applied an agent's (or a
+//! delegation's) revocation, that node shows it revoked forever — across restarts, merges with sites
 //! that never heard of the revocation, and concurrent updates, suspends and resumes. After the
 //! heal, an agent revoked at any node is revoked at every node. Protects the one promise an
 //! identity system must keep when a credential leaks.
@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct RevocationWatch {
     /// By host, by agent: the audit log's last sequence number when the revocation was seen.
     pub seen: BTreeMap<String, BTreeMap<String, u64>>,
-    /// (host, agent) pairs already reported, so one undoing is one violation.
+    /// The same for delegations: by host, by delegation id.
+    pub seen_delegations: BTreeMap<String, BTreeMap<String, u64>>,
+    /// (host, agent or delegation) pairs already reported, so one undoing is one violation.
     reported: BTreeSet<(String, String)>,
 }
 
@@ -39,6 +41,20 @@ impl RevocationWatch {
         }
         for agent in registry.agents().filter(|a| a.status == AgentStatus::Revoked) {
             seen.entry(agent.id.to_string()).or_insert(audit_end);
+        }
+        let delegations = &state.state.delegations.by_id;
+        let seen = self.seen_delegations.entry(host.to_owned()).or_default();
+        for id in seen.keys() {
+            let revoked = delegations.get(id).is_some_and(|d| d.revoked.is_some());
+            if !revoked && self.reported.insert((host.to_owned(), id.clone())) {
+                out.push(Violation::new(
+                    "revocation_wins",
+                    format!("delegation {id} was revoked at {host}, then was not at {now_ms} ms"),
+                ));
+            }
+        }
+        for d in delegations.values().filter(|d| d.revoked.is_some()) {
+            seen.entry(d.id.clone()).or_insert(audit_end);
         }
         out
     }
@@ -71,6 +87,24 @@ pub fn check_everywhere(world: &World) -> Vec<Violation> {
                 out.push(Violation::new(
                     "revocation_wins",
                     format!("after the heal {agent} is revoked at {first_host} but {status:?} at {host}"),
+                ));
+            }
+        }
+    }
+    let mut delegations_revoked: BTreeMap<String, String> = BTreeMap::new();
+    for (host, node) in &nodes {
+        for d in node.shared().read().state.delegations.by_id.values().filter(|d| d.revoked.is_some()) {
+            delegations_revoked.entry(d.id.clone()).or_insert_with(|| host.clone());
+        }
+    }
+    for (id, first_host) in &delegations_revoked {
+        for (host, node) in &nodes {
+            let revoked =
+                node.shared().read().state.delegations.by_id.get(id).is_some_and(|d| d.revoked.is_some());
+            if !revoked {
+                out.push(Violation::new(
+                    "revocation_wins",
+                    format!("after the heal delegation {id} is revoked at {first_host} but not at {host}"),
                 ));
             }
         }
