@@ -149,18 +149,29 @@ impl Delegation {
     }
 }
 
-/// Every delegation a replica holds, by id.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Every delegation a replica holds, by id, and indexed by (agent, user). Materialized from the
+/// shard documents, never stored or sent as such.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Delegations {
-    /// By id.
+    /// By id. Read freely; write only through [`Delegations::insert`], which keeps the index in step.
     pub by_id: BTreeMap<String, Delegation>,
+    /// Ids by (agent, user): what an exchange looks up.
+    by_grantee: BTreeMap<(String, UserRef), std::collections::BTreeSet<String>>,
 }
 
 impl Delegations {
+    /// Adds or replaces `delegation` (its grant never changes; its revocation may appear).
+    pub fn insert(&mut self, delegation: Delegation) {
+        let key = (delegation.agent.to_string(), delegation.user.clone());
+        self.by_grantee.entry(key).or_default().insert(delegation.id.clone());
+        self.by_id.insert(delegation.id.clone(), delegation);
+    }
+
     /// The delegations of `user` to `agent`, newest grant first.
     pub fn of(&self, user: &UserRef, agent: &AgentId) -> Vec<&Delegation> {
+        let key = (agent.to_string(), user.clone());
         let mut found: Vec<&Delegation> =
-            self.by_id.values().filter(|d| &d.user == user && &d.agent == agent).collect();
+            self.by_grantee.get(&key).into_iter().flatten().filter_map(|id| self.by_id.get(id)).collect();
         found.sort_by(|a, b| b.granted_at.cmp(&a.granted_at).then_with(|| a.id.cmp(&b.id)));
         found
     }

@@ -261,7 +261,7 @@ fn refresh_into(
     for name in names {
         if let Some(id) = name.strip_prefix(DELEGATION_NAME_PREFIX) {
             if let Some(delegation) = shard.delegation(id) {
-                delegations.by_id.insert(id.to_owned(), delegation);
+                delegations.insert(delegation);
             }
         } else if let Some(jti) = name.strip_prefix(TOKEN_NAME_PREFIX) {
             if let Some(revoked) = shard.revoked_token(jti) {
