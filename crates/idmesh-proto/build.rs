@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("idmesh/v1/mesh.proto"),
         root.join("idmesh/v1/policy.proto"),
         root.join("idmesh/v1/delegation.proto"),
+        root.join("idmesh/v1/audit.proto"),
         root.join("idmesh/peer/v1/sync.proto"),
         root.join("idmesh/peer/v1/raft.proto"),
     ];

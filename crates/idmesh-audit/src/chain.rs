@@ -47,7 +47,7 @@ impl<'de> Deserialize<'de> for Hash {
 }
 
 /// Which node's chain a record belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RecordOrigin {
     /// The site.
     pub site: String,
@@ -92,7 +92,12 @@ fn digest(origin: &RecordOrigin, seq: u64, time: UnixMillis, prev_hash: &Hash, e
 impl Record {
     /// The record that follows `prev` (or starts the chain) in `origin`'s log.
     pub fn next(prev: Option<&Record>, origin: RecordOrigin, time: UnixMillis, event: Event) -> Record {
-        let (seq, prev_hash) = prev.map_or((1, Hash::default()), |p| (p.seq + 1, p.hash));
+        Record::after(prev.map(|p| (p.seq, p.hash)), origin, time, event)
+    }
+
+    /// The record that follows the one at `(seq, hash)` (or starts the chain).
+    pub fn after(prev: Option<(u64, Hash)>, origin: RecordOrigin, time: UnixMillis, event: Event) -> Record {
+        let (seq, prev_hash) = prev.map_or((1, Hash::default()), |(seq, hash)| (seq + 1, hash));
         let hash = digest(&origin, seq, time, &prev_hash, &event);
         Record { origin, seq, time, prev_hash, event, hash }
     }
@@ -113,40 +118,108 @@ pub struct ChainError {
     pub reason: String,
 }
 
-/// Checks consecutive records of one node's chain: each hash matches its content, each links to
-/// the one before, sequence numbers have no gap, and all share one origin.
-pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<(), ChainError> {
-    let mut prev: Option<&Record> = None;
-    for record in records {
+/// The public key of `site` named `kid`, as the verifier knows it.
+pub type KeyLookup<'a> = &'a dyn Fn(&str, &str) -> Option<ed25519_dalek::VerifyingKey>;
+
+/// Checks one node's chain a record at a time, in order, so a log of any length is verified
+/// in constant memory: each hash matches its content, each record links to the one before,
+/// sequence numbers have no gap, all share one origin, and each checkpoint covers the record
+/// before it and (given keys) carries a valid signature of the origin site.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    origin: Option<RecordOrigin>,
+    last: Option<(u64, Hash)>,
+    from_start: bool,
+    records: u64,
+    checkpoints: u64,
+    last_checkpoint: Option<u64>,
+}
+
+/// What a verified (prefix of a) chain holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// Records checked.
+    pub records: u64,
+    /// The last record checked and its hash.
+    pub last: Option<(u64, Hash)>,
+    /// Checkpoints whose signatures verified.
+    pub checkpoints: u64,
+    /// The newest record a verified checkpoint covers.
+    pub last_checkpoint: Option<u64>,
+}
+
+impl ChainVerifier {
+    /// A verifier for a chain that must start at seq 1.
+    pub fn from_start() -> Self {
+        Self { origin: None, last: None, from_start: true, records: 0, checkpoints: 0, last_checkpoint: None }
+    }
+
+    /// A verifier for a run of records that may start anywhere.
+    pub fn from_anywhere() -> Self {
+        Self { from_start: false, ..Self::from_start() }
+    }
+
+    /// Checks the next record. `keys`: the site keys to check checkpoints with (`None` checks
+    /// only that a checkpoint covers the record before it).
+    pub fn push(&mut self, record: &Record, keys: Option<KeyLookup<'_>>) -> Result<(), ChainError> {
+        let broken = |reason: String| ChainError { seq: record.seq, reason };
         if !record.hash_is_valid() {
-            return Err(ChainError {
-                seq: record.seq,
-                reason: "its hash does not match its content (modified)".into(),
-            });
+            return Err(broken("its hash does not match its content (modified)".into()));
         }
-        if let Some(p) = prev {
-            if record.origin != p.origin {
-                return Err(ChainError {
-                    seq: record.seq,
-                    reason: "it belongs to another node's chain".into(),
-                });
+        match (&self.origin, self.last) {
+            (Some(origin), Some((last_seq, last_hash))) => {
+                if &record.origin != origin {
+                    return Err(broken("it belongs to another node's chain".into()));
+                }
+                if record.seq != last_seq + 1 {
+                    return Err(broken(format!("it follows seq {last_seq} (records missing or reordered)")));
+                }
+                if record.prev_hash != last_hash {
+                    return Err(broken("it does not link to the record before it".into()));
+                }
             }
-            if record.seq != p.seq + 1 {
-                return Err(ChainError {
-                    seq: record.seq,
-                    reason: format!("it follows seq {} (records missing or reordered)", p.seq),
-                });
+            _ => {
+                if record.seq == 1 && record.prev_hash != Hash::default() {
+                    return Err(broken("the first record must link to the zero hash".into()));
+                }
+                if self.from_start && record.seq != 1 {
+                    return Err(broken(format!("records 1 to {} are missing", record.seq - 1)));
+                }
             }
-            if record.prev_hash != p.hash {
-                return Err(ChainError {
-                    seq: record.seq,
-                    reason: "it does not link to the record before it".into(),
-                });
-            }
-        } else if record.seq == 1 && record.prev_hash != Hash::default() {
-            return Err(ChainError { seq: 1, reason: "the first record must link to the zero hash".into() });
         }
-        prev = Some(record);
+        if let crate::Event::Checkpoint(checkpoint) = &record.event {
+            if checkpoint.covers_seq + 1 != record.seq || checkpoint.covers_hash != record.prev_hash {
+                return Err(broken("a checkpoint that does not cover the record before it".into()));
+            }
+            if let Some(keys) = keys {
+                checkpoint.verify(&record.origin, keys).map_err(|e| broken(format!("checkpoint {e}")))?;
+                self.checkpoints += 1;
+                self.last_checkpoint = Some(checkpoint.covers_seq);
+            }
+        }
+        self.origin = Some(record.origin.clone());
+        self.last = Some((record.seq, record.hash));
+        self.records += 1;
+        Ok(())
+    }
+
+    /// What has been checked so far.
+    pub fn summary(&self) -> ChainSummary {
+        ChainSummary {
+            records: self.records,
+            last: self.last,
+            checkpoints: self.checkpoints,
+            last_checkpoint: self.last_checkpoint,
+        }
+    }
+}
+
+/// Checks consecutive records of one node's chain (a run that may start anywhere); checkpoint
+/// signatures are not checked (see [`ChainVerifier`]).
+pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<(), ChainError> {
+    let mut verifier = ChainVerifier::from_anywhere();
+    for record in records {
+        verifier.push(record, None)?;
     }
     Ok(())
 }
@@ -199,5 +272,46 @@ mod tests {
         rehashed[1].hash =
             digest(&rehashed[1].origin, 2, rehashed[1].time, &rehashed[1].prev_hash, &rehashed[1].event);
         assert_eq!(verify_chain(&rehashed).unwrap_err().seq, 3);
+    }
+
+    fn signed_chain(key: &ed25519_dalek::SigningKey, n: u64) -> Vec<Record> {
+        let mut records = chain(n);
+        let last = records.last().unwrap().clone();
+        let checkpoint = crate::Checkpoint::sign(key, "k1", &origin(), last.seq, last.hash);
+        records.push(Record::next(Some(&last), origin(), UnixMillis(5000), Event::Checkpoint(checkpoint)));
+        records
+    }
+
+    fn check_all(records: &[Record], keys: KeyLookup<'_>) -> Result<ChainSummary, ChainError> {
+        let mut verifier = ChainVerifier::from_start();
+        for record in records {
+            verifier.push(record, Some(keys))?;
+        }
+        Ok(verifier.summary())
+    }
+
+    #[test]
+    fn checkpoints_verify_with_the_sites_key_and_forgeries_are_named() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let public = key.verifying_key();
+        let keys = move |site: &str, kid: &str| (site == "eu" && kid == "k1").then_some(public);
+        let records = signed_chain(&key, 4);
+        let summary = check_all(&records, &keys).unwrap();
+        assert_eq!((summary.records, summary.checkpoints, summary.last_checkpoint), (5, 1, Some(4)));
+
+        // A checkpoint signed by someone else's key, re-chained so only the signature is wrong.
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let mut forged = chain(4);
+        let last = forged.last().unwrap().clone();
+        let fake = crate::Checkpoint::sign(&forger, "k1", &origin(), last.seq, last.hash);
+        forged.push(Record::next(Some(&last), origin(), UnixMillis(5000), Event::Checkpoint(fake)));
+        let error = check_all(&forged, &keys).unwrap_err();
+        assert_eq!(error.seq, 5);
+        assert!(error.reason.contains("forged"), "{error}");
+
+        // A record inserted at the front of a chain that must start at 1.
+        let error = check_all(&records[1..], &keys).unwrap_err();
+        assert_eq!(error.seq, 2);
+        assert!(error.reason.contains("records 1 to 1 are missing"), "{error}");
     }
 }

@@ -21,6 +21,93 @@ pub enum Event {
     TokenExchanged(ExchangedToken),
     /// A token exchange was refused.
     ExchangeRefused(RefusedExchange),
+    /// The node signed the chain so far with its site's key.
+    Checkpoint(crate::Checkpoint),
+    /// A change to the site's state was asked for, applied or refused.
+    AdminChanged(AdminChange),
+    /// A sync session with another site ended.
+    SyncSession(SyncSessionEnded),
+    /// A bundle file was written for another site.
+    BundleExported(BundleTransfer),
+    /// A bundle file from another site was imported.
+    BundleImported(BundleTransfer),
+    /// A new site signing key was proposed.
+    KeyRotated {
+        /// The new key's id.
+        kid: String,
+        /// When it starts signing, ms since the epoch.
+        activates_at_ms: u64,
+    },
+    /// The node is stopping.
+    NodeStopping,
+}
+
+impl Event {
+    /// The event's type, as written in the record (`token_issued`, `authorized`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::NodeStarted { .. } => "node_started",
+            Event::TokenIssued(_) => "token_issued",
+            Event::TokenRefused(_) => "token_refused",
+            Event::Authorized(_) => "authorized",
+            Event::TokenExchanged(_) => "token_exchanged",
+            Event::ExchangeRefused(_) => "exchange_refused",
+            Event::Checkpoint(_) => "checkpoint",
+            Event::AdminChanged(_) => "admin_changed",
+            Event::SyncSession(_) => "sync_session",
+            Event::BundleExported(_) => "bundle_exported",
+            Event::BundleImported(_) => "bundle_imported",
+            Event::KeyRotated { .. } => "key_rotated",
+            Event::NodeStopping => "node_stopping",
+        }
+    }
+}
+
+/// A change to the replicated state, as the node the client called saw it. Two records per
+/// change: `requested` before it is proposed (the change is refused if that record cannot be
+/// made durable) and `applied` or `refused` after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminChange {
+    /// What was asked, in words (`register agent spiffe://…`, `put policy p1`, ...).
+    pub change: String,
+    /// The object changed: an agent id, a policy id, a delegation id, an issuer, a `jti`.
+    pub target: String,
+    /// Who asked. Until clients authenticate (mTLS, issue 8) this is the client's address.
+    pub by: String,
+    /// `requested`, `applied` or `refused`.
+    pub stage: String,
+    /// The log index it applied at, or why it was refused.
+    pub detail: String,
+}
+
+/// A sync session with another site, when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSessionEnded {
+    /// The other site.
+    pub peer_site: String,
+    /// `dialled` or `accepted`.
+    pub direction: String,
+    /// Changes received from the other site and put in this site's log.
+    pub changes_received: u64,
+    /// Sync messages sent to it.
+    pub messages_sent: u64,
+    /// Why it ended (`closed`, or the error).
+    pub outcome: String,
+}
+
+/// A bundle file carried across an air gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleTransfer {
+    /// The bundle's id.
+    pub bundle: String,
+    /// The site that exported it.
+    pub from_site: String,
+    /// The site it was made for, when one was named.
+    pub for_site: Option<String>,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Shard chunks it carries.
+    pub chunks: u64,
 }
 
 /// A token issued by exchange: who acts, for whom, under which delegation.

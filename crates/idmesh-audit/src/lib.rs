@@ -6,7 +6,16 @@
 //! of a record is an input.
 
 mod chain;
+mod checkpoint;
 mod event;
+mod query;
 
-pub use chain::{ChainError, Hash, Record, RecordOrigin, verify_chain};
-pub use event::{AuthzDecision, Event, ExchangedToken, IssuedToken, RefusedExchange, RefusedToken};
+pub use chain::{
+    ChainError, ChainSummary, ChainVerifier, Hash, KeyLookup, Record, RecordOrigin, verify_chain,
+};
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use event::{
+    AdminChange, AuthzDecision, BundleTransfer, Event, ExchangedToken, IssuedToken, RefusedExchange,
+    RefusedToken, SyncSessionEnded,
+};
+pub use query::{Filter, Subjects, Term};

@@ -490,7 +490,7 @@ async fn run(changes: u64, tasks: u64, sled: bool, timeout: Duration) {
 
     // The bundle path: east's whole state into a fresh site.
     let started = Instant::now();
-    let (bundle, _) = east.node().export_bundle(None).unwrap();
+    let (bundle, _) = east.node().export_bundle(None).await.unwrap();
     let export_secs = started.elapsed().as_secs_f64();
     let north = start_site("north", sled).await;
     north.node().import_trust(&serde_json::to_string(&east.node().export_trust()).unwrap()).await.unwrap();

@@ -8,6 +8,7 @@
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::write::unexpected;
 use crate::{Node, NodeError};
+use idmesh_audit::{BundleTransfer, Event};
 use idmesh_state::bundle::{self, BundleHeader};
 use idmesh_state::crdt::{SHARD_COUNT, ShardId, SiteTrust, TrustedKey, shard_of_bundle, shard_of_site};
 use idmesh_state::{ChangeBytes, REMOTE_CHANGES_MAX_COUNT};
@@ -68,7 +69,9 @@ const TRUST_FILE_FORMAT: &str = "idmesh-trust-1";
 impl Node {
     /// A bundle of this site's changes, signed with the site's current key: everything, or with
     /// `for_site` only what that site was not known to have at its last sync with this node.
-    pub fn export_bundle(&self, for_site: Option<&str>) -> Result<(Vec<u8>, BundleHeader), NodeError> {
+    /// The export is audited before the file is handed out (refused if the record cannot be
+    /// made durable).
+    pub async fn export_bundle(&self, for_site: Option<&str>) -> Result<(Vec<u8>, BundleHeader), NodeError> {
         let now = self.now();
         let (kid, signing) = {
             let state = self.shared().read();
@@ -104,6 +107,17 @@ impl Node {
         };
         let bytes = bundle::seal(header, &chunks, &signing)?;
         let header = bundle::read_header(&bytes)?;
+        let event = Event::BundleExported(BundleTransfer {
+            bundle: header.bundle_id.clone(),
+            from_site: header.origin_site.clone(),
+            for_site: header.for_site.clone(),
+            bytes: bytes.len() as u64,
+            chunks: chunks.len() as u64,
+        });
+        self.audit()
+            .append(event)
+            .await
+            .map_err(|e| NodeError::AuditUnavailable { detail: e.to_string() })?;
         tracing::info!(bundle = %header.bundle_id, chunks = chunks.len(), bytes = bytes.len(), for_site = ?for_site, "bundle exported");
         Ok((bytes, header))
     }
@@ -177,6 +191,16 @@ impl Node {
             origin_site: header.origin_site.clone(),
         };
         self.record(record).await?;
+        let event = Event::BundleImported(BundleTransfer {
+            bundle: header.bundle_id.clone(),
+            from_site: header.origin_site.clone(),
+            for_site: header.for_site.clone(),
+            bytes: bytes.len() as u64,
+            chunks: chunks as u64,
+        });
+        if let Err(e) = self.audit().append(event).await {
+            tracing::warn!(error = %e, bundle = %header.bundle_id, "audit: cannot record a bundle import");
+        }
         tracing::info!(bundle = %header.bundle_id, origin = %header.origin_site, chunks, entries, "bundle imported");
         Ok(ImportSummary { header, chunks, entries })
     }

@@ -68,7 +68,10 @@ impl Node {
             first: false,
         };
         match self.write_command(Command { at, op: Op::AddSigningKey(key) }).await? {
-            (Applied::SigningKey { kid, .. }, _) => Ok(kid),
+            (Applied::SigningKey { kid, .. }, _) => {
+                self.record_key_rotation(&kid, activates_at).await;
+                Ok(kid)
+            }
             (other, _) => Err(NodeError::Storage { detail: format!("a key rotation applied as {other:?}") }),
         }
     }
@@ -133,9 +136,21 @@ impl Node {
             retire_previous_at: at,
             first: true,
         };
-        match self.write_command(Command { at, op: Op::AddSigningKey(key) }).await? {
-            (Applied::SigningKey { kid, .. }, _) => Ok(kid),
+        let by = format!("node {} (the site's first key)", self.config().node_id);
+        match self.write_command_by(Command { at, op: Op::AddSigningKey(key) }, &by).await? {
+            (Applied::SigningKey { kid, .. }, _) => {
+                self.record_key_rotation(&kid, at).await;
+                Ok(kid)
+            }
             (other, _) => Err(NodeError::Storage { detail: format!("first key applied as {other:?}") }),
+        }
+    }
+
+    /// Records a new site key (best effort: the change itself is already audited).
+    async fn record_key_rotation(&self, kid: &str, activates_at: UnixMillis) {
+        let event = idmesh_audit::Event::KeyRotated { kid: kid.to_owned(), activates_at_ms: activates_at.0 };
+        if let Err(e) = self.audit().append(event).await {
+            tracing::warn!(error = %e, kid, "audit: cannot record a key rotation");
         }
     }
 }

@@ -129,7 +129,7 @@ impl Node {
             .map_err(|e| data_err(e.to_string()))?;
         let shared = sm.shared();
         let origin = idmesh_audit::RecordOrigin { site: config.site.to_string(), node: config.node_id.0 };
-        let audit = AuditLog::open(store.clone(), log.flusher(), origin, host.clock.clone())
+        let audit = AuditLog::open(store.clone(), log.flusher(), origin, host.clock.clone(), shared.clone())
             .map_err(|e| data_err(e.to_string()))?;
         let replay = replay_memory(&audit, &config, host.clock.now()).map_err(&data_err)?;
 
@@ -184,6 +184,7 @@ impl Node {
 
         tokio::spawn(node.clone().create_first_key_when_leading(stopped.clone()));
         tokio::spawn(node.clone().publish_trust_when_leading(stopped.clone()));
+        tokio::spawn(node.clone().checkpoint_audit_periodically(stopped.clone()));
         for (site, addr) in node.config().links.clone() {
             tokio::spawn(crate::mesh::run_link(node.clone(), site.to_string(), addr, stopped.clone()));
         }
@@ -347,6 +348,14 @@ impl Node {
 impl RunningNode {
     /// Stops both listeners and consensus, and waits for them.
     pub async fn shutdown(self) {
+        // The last records are signed before the node goes (best effort: a node that cannot
+        // write its log any more still stops).
+        if let Err(e) = self.node.audit().append(idmesh_audit::Event::NodeStopping).await {
+            tracing::warn!(error = %e, "audit: cannot record the stop");
+        }
+        if let Err(e) = self.node.audit().checkpoint_if_due(true).await {
+            tracing::warn!(error = %e, "audit: cannot write the final checkpoint");
+        }
         let _ = self.stop.send(true);
         if let Err(e) = self.node.raft().shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -394,7 +403,7 @@ fn replay_memory(
                 .as_deref()
                 .zip(r.assertion.as_ref())
                 .map(|(agent, (jti, exp))| (agent, jti.as_str(), *exp)),
-            idmesh_audit::Event::NodeStarted { .. } | idmesh_audit::Event::Authorized(_) => None,
+            _ => None,
         };
         if let Some((agent, jti, exp)) = spent {
             replay.remember(agent, jti, exp + config.tokens.leeway_secs);
@@ -456,6 +465,7 @@ async fn serve_public(
         .with_service_name("idmesh.v1.Mesh")
         .with_service_name("idmesh.v1.Policies")
         .with_service_name("idmesh.v1.Authz")
+        .with_service_name("idmesh.v1.Audit")
         .build_v1();
     let mut builder = tonic::transport::Server::builder();
     let mut router = builder
@@ -465,6 +475,10 @@ async fn serve_public(
         )
         .add_service(
             SiteServer::new(SiteApi::new(node.clone())).max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(
+            idmesh_proto::v1::audit_server::AuditServer::new(crate::api::AuditApi::new(node.clone()))
+                .max_decoding_message_size(PUBLIC_MESSAGE_MAX_BYTES),
         )
         .add_service(
             TokensServer::new(TokensApi::new(node.clone()))

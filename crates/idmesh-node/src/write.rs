@@ -3,6 +3,7 @@
 
 use crate::peer::{ForwardReply, ForwardRequest};
 use crate::{Node, NodeError};
+use idmesh_audit::{AdminChange, Event};
 use idmesh_raft::WriteOutcome;
 use idmesh_state::crdt::{
     Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_delegation, shard_of_issuer,
@@ -16,6 +17,10 @@ use openraft::error::ClientWriteError;
 use openraft::impls::ProgressResponder;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Who asks for a change through the public API. Clients do not authenticate yet (mTLS is
+/// issue 8); when they do, their identity goes here.
+pub const CLIENT_CALLER: &str = "unauthenticated client";
 
 /// Pause between attempts to reach a leader while the site elects one.
 const LEADER_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -34,8 +39,45 @@ impl Node {
     }
 
     /// Checks `command` (already stamped with its time), proposes it through the leader, and
-    /// returns what applying it produced and its log index.
+    /// returns what applying it produced and its log index. Audited: a `requested` record is
+    /// made durable before anything is proposed (else the change is refused), and the outcome
+    /// is recorded after.
     pub async fn write_command(&self, command: Command) -> Result<(Applied, u64), NodeError> {
+        self.write_command_by(command, CLIENT_CALLER).await
+    }
+
+    /// [`Node::write_command`] on behalf of `by` (as the audit record names it).
+    pub(crate) async fn write_command_by(
+        &self,
+        command: Command,
+        by: &str,
+    ) -> Result<(Applied, u64), NodeError> {
+        let record = |stage: &str, detail: String| {
+            Event::AdminChanged(AdminChange {
+                change: command.to_string(),
+                target: command.target(),
+                by: by.to_owned(),
+                stage: stage.to_owned(),
+                detail,
+            })
+        };
+        let requested = record("requested", String::new());
+        self.audit()
+            .append(requested)
+            .await
+            .map_err(|e| NodeError::AuditUnavailable { detail: e.to_string() })?;
+        let result = self.propose_command(command.clone()).await;
+        let (stage, detail) = match &result {
+            Ok((_, log_index)) => ("applied", format!("log index {log_index}")),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.audit().append(record(stage, detail)).await {
+            tracing::warn!(error = %e, change = %command, "audit: cannot record the outcome of a change");
+        }
+        result
+    }
+
+    async fn propose_command(&self, command: Command) -> Result<(Applied, u64), NodeError> {
         command.validate(&self.config().trust_domain)?;
         let size = serde_json::to_vec(&command).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > COMMAND_MAX_BYTES {

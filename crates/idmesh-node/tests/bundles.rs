@@ -67,7 +67,7 @@ async fn a_bundle_carries_a_revocation_one_way_and_bad_bundles_change_nothing() 
         .unwrap();
     published(&east.node).await;
     published(&west.node).await; // west's own publication would change its hash below
-    let (bundle, header) = east.node.export_bundle(None).unwrap();
+    let (bundle, header) = east.node.export_bundle(None).await.unwrap();
     assert_eq!(header.origin_site, "east");
 
     // West has never heard of east: refused, nothing applied.
@@ -103,17 +103,17 @@ async fn a_bundle_carries_a_revocation_one_way_and_bad_bundles_change_nothing() 
     }
     // A bundle from another trust domain, and one signed by a site west does not trust.
     let other_domain = start("other.example", "east").await;
-    let (foreign, _) = other_domain.node.export_bundle(None).unwrap();
+    let (foreign, _) = other_domain.node.export_bundle(None).await.unwrap();
     let err = west.node.import_bundle(&foreign).await.unwrap_err();
     assert!(err.to_string().contains("trust domain"), "{err}");
     other_domain.shutdown().await;
     let north = start("acme.example", "north").await;
-    let (unknown, _) = north.node.export_bundle(None).unwrap();
+    let (unknown, _) = north.node.export_bundle(None).await.unwrap();
     let err = west.node.import_bundle(&unknown).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     north.shutdown().await;
     // West's own bundle is not imported into west.
-    let (own, _) = west.node.export_bundle(None).unwrap();
+    let (own, _) = west.node.export_bundle(None).await.unwrap();
     let err = west.node.import_bundle(&own).await.unwrap_err();
     assert!(err.to_string().contains("this site"), "{err}");
     assert_eq!(west.node.shared().state_hash(), before);
@@ -140,7 +140,7 @@ async fn a_bundle_carries_a_revocation_one_way_and_bad_bundles_change_nothing() 
         .write(Op::SuspendAgent { id: agent(&east.node, "courier"), reason: "audit".into() })
         .await
         .unwrap();
-    let (second, _) = east.node.export_bundle(Some("west")).unwrap();
+    let (second, _) = east.node.export_bundle(Some("west")).await.unwrap();
     west.node.import_bundle(&second).await.unwrap();
     assert_eq!(status(&west.node, "courier"), Some(AgentStatus::Suspended));
 

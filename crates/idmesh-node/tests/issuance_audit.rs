@@ -122,7 +122,7 @@ async fn each_outcome_is_one_record_and_a_broken_audit_log_issues_nothing() {
     // Durable: the records survive a crash of the store.
     store.inner.crash();
     assert_eq!(
-        store.inner.scan(&KeyRange::prefix(b"audit/"), Order::Ascending, 1000).unwrap().len(),
+        store.inner.scan(&KeyRange::prefix(b"audit/r/"), Order::Ascending, 1000).unwrap().len(),
         records.len()
     );
 
@@ -131,7 +131,15 @@ async fn each_outcome_is_one_record_and_a_broken_audit_log_issues_nothing() {
     let err = node.issue_token(request(assertion(&key, "while-broken"))).await.unwrap_err();
     assert!(matches!(err, NodeError::AuditUnavailable { .. }), "{err}");
     assert_eq!(node.audit().read_from(1, 1000).unwrap().len(), records.len());
+    // So does a change to the site: it is not even proposed.
+    let suspend =
+        Op::SuspendAgent { id: "spiffe://acme.example/agents/bot".parse().unwrap(), reason: "x".into() };
+    let err = node.write(suspend).await.unwrap_err();
+    assert!(matches!(err, NodeError::AuditUnavailable { .. }), "{err}");
     store.broken.store(false, Ordering::SeqCst);
+    let bot: idmesh_types::AgentId = "spiffe://acme.example/agents/bot".parse().unwrap();
+    let status = node.shared().read().state.registry.get(&bot).map(|a| a.status);
+    assert_eq!(status, Some(idmesh_state::AgentStatus::Active), "the refused change changed nothing");
     node.issue_token(request(assertion(&key, "after-repair"))).await.unwrap();
     running.shutdown().await;
 }

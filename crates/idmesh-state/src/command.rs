@@ -184,6 +184,29 @@ impl Command {
         }
     }
 
+    /// What this command changes, named as its kind names it: an agent id, `policy <id>`, a
+    /// delegation id, an issuer URL, `jti <id>`, `key <kid>`, `actions`.
+    pub fn target(&self) -> String {
+        if let Some(agent) = self.agent_id() {
+            return agent.to_string();
+        }
+        match &self.op {
+            Op::PutPolicy { id, .. } | Op::DeletePolicy { id } => format!("policy {id}"),
+            Op::DeclareActions { .. } => "actions".to_owned(),
+            Op::GrantDelegation(grant) => grant.id.clone(),
+            Op::RevokeDelegation { id, .. } => id.clone(),
+            Op::PutIssuer(issuer) => issuer.issuer.clone(),
+            Op::DeleteIssuer { issuer } => issuer.clone(),
+            Op::RevokeToken { jti, .. } => format!("jti {jti}"),
+            Op::AddSigningKey(key) => format!("key {}", key.secret.public().thumbprint()),
+            Op::RegisterAgent(_)
+            | Op::UpdateAgent(_)
+            | Op::SuspendAgent { .. }
+            | Op::ResumeAgent { .. }
+            | Op::RevokeAgent { .. } => String::new(),
+        }
+    }
+
     /// The policy this command is about, if it is about one.
     pub fn policy_id(&self) -> Option<&str> {
         match &self.op {

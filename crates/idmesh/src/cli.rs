@@ -89,6 +89,14 @@ pub enum Command {
         #[command(subcommand)]
         command: IssuerCommand,
     },
+    /// The audit trail: what each agent did, when, on behalf of whom; and its integrity.
+    #[command(subcommand_required = true)]
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// The site's signing keys.
     #[command(subcommand_required = true)]
     Keys {
@@ -138,6 +146,73 @@ pub enum PolicyCommand {
         #[command(subcommand)]
         command: ActionCommand,
     },
+}
+
+/// Which records: every filter given must match.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuditFilterArgs {
+    /// An agent (name or SPIFFE id): acting, or anywhere in the acting chain.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The user acted for.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A token id (jti).
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// An action (an application action, issue_token, exchange_token) or an event type
+    /// (admin_changed, sync_session, checkpoint, bundle_imported, key_rotated, ...).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// The site whose node wrote the record.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only decisions with this outcome.
+    #[arg(long, value_parser = ["allowed", "denied"])]
+    pub decision: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Records matching the filters, oldest first.
+    Query {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Written at or after (unix ms).
+        #[arg(long)]
+        from_unix_ms: Option<u64>,
+        /// Written before (unix ms).
+        #[arg(long)]
+        until_unix_ms: Option<u64>,
+        /// Newest first.
+        #[arg(long)]
+        newest_first: bool,
+        /// Most records printed (pages through the node 1,000 at a time).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// What happened for a user, or what an agent and the sub-agents it passed a user's grant
+    /// to did: every record in time order, with the acting chain.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "agent"])))]
+    Trace {
+        /// The user.
+        #[arg(long)]
+        user: Option<String>,
+        /// The agent (name or SPIFFE id).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Most records printed.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+    /// Print records as this node appends them, until interrupted.
+    Follow {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+    },
+    /// Check every chain this node holds: hashes, links, gaps, checkpoint signatures. Exits
+    /// non-zero and names the first bad record if one does not hold.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! `idmesh`: the node and its command-line client in one binary. See `idmesh --help`.
 
+mod audit_cmd;
 mod cli;
 mod client;
 mod delegation_cmd;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             Command::Authorize { client, args } => policy_cmd::authorize(client, args).await,
             Command::Delegation { client, command } => delegation_cmd::delegation(client, command).await,
             Command::Issuer { client, command } => delegation_cmd::issuer(client, command).await,
+            Command::Audit { client, command } => audit_cmd::audit(client, command).await,
         }
     });
     match result {

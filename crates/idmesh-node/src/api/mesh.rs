@@ -48,7 +48,7 @@ impl Mesh for MeshApi {
         if let Some(site) = for_site {
             idmesh_types::SiteName::parse_field("for_site", site).map_err(NodeError::from)?;
         }
-        let (bytes, _) = self.node.export_bundle(for_site)?;
+        let (bytes, _) = self.node.export_bundle(for_site).await?;
         let pieces: Vec<Result<BundlePiece, Status>> =
             bytes.chunks(BUNDLE_PIECE_BYTES).map(|p| Ok(BundlePiece { data: p.to_vec() })).collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))

@@ -39,13 +39,41 @@ pub enum SessionError {
     Node(#[from] NodeError),
 }
 
-/// Runs a session until the stream ends or fails. `dialled` is the site and address this node
-/// dialled, if it started the session: the peer must be of that site.
+/// Runs a session until the stream ends or fails, and audits it. `dialled` is the site and
+/// address this node dialled, if it started the session: the peer must be of that site.
 pub async fn run(
     node: Node,
     tx: mpsc::Sender<SyncFrame>,
     rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
     dialled: Option<(&str, &str)>,
+) -> Result<(), SessionError> {
+    // (peer site, its counters when the session opened), once the hello names it.
+    let mut opened = (dialled.map(|(site, _)| site.to_owned()).unwrap_or_default(), (0, 0));
+    let result = run_session(node.clone(), tx, rx, dialled, &mut opened).await;
+    let (peer_site, (received_before, sent_before)) = opened;
+    let (received, sent) = counters(&node, &peer_site);
+    let event = idmesh_audit::Event::SyncSession(idmesh_audit::SyncSessionEnded {
+        peer_site,
+        direction: if dialled.is_some() { "dialled" } else { "accepted" }.to_owned(),
+        changes_received: received.saturating_sub(received_before),
+        messages_sent: sent.saturating_sub(sent_before),
+        outcome: match &result {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        },
+    });
+    if let Err(e) = node.audit().append(event).await {
+        tracing::warn!(error = %e, "audit: cannot record a sync session");
+    }
+    result
+}
+
+async fn run_session(
+    node: Node,
+    tx: mpsc::Sender<SyncFrame>,
+    rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
+    dialled: Option<(&str, &str)>,
+    opened: &mut (String, (u64, u64)),
 ) -> Result<(), SessionError> {
     let config = node.config();
     let hello = SyncHello {
@@ -90,6 +118,7 @@ pub async fn run(
         return Err(SessionError::Peer(reason));
     }
     let site = remote.site.clone();
+    *opened = (site.clone(), counters(&node, &site));
     tracing::info!(site = %site, peer_node = remote.node, "sync session open");
     node.mesh().update(&site, |s| {
         s.state = super::LinkState::Connected;
@@ -107,6 +136,15 @@ pub async fn run(
         }
     });
     result
+}
+
+/// (changes received from, messages sent to) `site` so far.
+fn counters(node: &Node, site: &str) -> (u64, u64) {
+    node.mesh()
+        .sites()
+        .into_iter()
+        .find(|s| s.site == site)
+        .map_or((0, 0), |s| (s.changes_received, s.messages_sent))
 }
 
 async fn send(tx: &mpsc::Sender<SyncFrame>, body: Body) -> Result<(), SessionError> {

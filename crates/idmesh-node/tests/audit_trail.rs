@@ -1,0 +1,288 @@
+//! The audit trail of one node on real files (sled): records found by agent, user, token,
+//! action and decision; checkpoints signed with the site key; and every kind of tampering with
+//! the store between runs found at the exact record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ed25519_dalek::SigningKey;
+use idmesh_audit::{Checkpoint, Event, Filter, Record, RecordOrigin};
+use idmesh_node::audit::keys::record_key;
+use idmesh_node::audit::{CHECKPOINT_EVERY_RECORDS, ChainReport};
+use idmesh_node::authz::AuthorizeQuery;
+use idmesh_node::tokens::TokenRequest;
+use idmesh_node::{Node, NodeConfig, RunningNode};
+use idmesh_state::{Op, PublicJwk, RegisterAgent};
+use idmesh_store::{SledOptions, SledStore, Store, WriteBatch};
+use idmesh_types::{SiteName, TrustDomain, UnixMillis};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn agent_id(name: &str) -> String {
+    format!("spiffe://acme.example/agents/{name}")
+}
+
+fn origin() -> RecordOrigin {
+    RecordOrigin { site: "eu".into(), node: 1 }
+}
+
+async fn start(dir: &Path) -> RunningNode {
+    let trust_domain = TrustDomain::parse_field("td", "acme.example").unwrap();
+    let site = SiteName::parse_field("site", "eu").unwrap();
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config =
+        NodeConfig::single_node(trust_domain, site, dir.to_owned(), "127.0.0.1:0".parse().unwrap(), peer);
+    let running = Node::start(config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.node.signing_keys().is_empty() {
+        assert!(Instant::now() < deadline, "no signing key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running
+}
+
+async fn register(node: &Node, name: &str, key: &SigningKey) {
+    node.write(Op::RegisterAgent(RegisterAgent {
+        id: agent_id(name).parse().unwrap(),
+        owner: "ops".into(),
+        labels: BTreeMap::new(),
+        credentials: vec![PublicJwk::of_signing_key(key)],
+    }))
+    .await
+    .unwrap();
+}
+
+async fn issue(node: &Node, name: &str, key: &SigningKey, jti: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let id = agent_id(name);
+    let claims = serde_json::json!({"iss": id, "sub": id, "aud": "https://acme.example/sites/eu", "iat": now, "exp": now + 60, "jti": jti});
+    let assertion =
+        idmesh_token::jws::sign(key, "JWT", &PublicJwk::of_signing_key(key).thumbprint(), &claims).unwrap();
+    let request = TokenRequest {
+        client_assertion: assertion,
+        audiences: vec!["payments".into()],
+        ..Default::default()
+    };
+    node.issue_token(request).await.unwrap().access_token
+}
+
+fn verify(node: &Node) -> Vec<ChainReport> {
+    let key_of = |site: &str, kid: &str| node.site_key(site, kid);
+    node.audit().verify_all(&key_of).unwrap()
+}
+
+fn query(node: &Node, filter: Filter) -> Vec<Record> {
+    node.audit().query(&filter, None, 1000, false).unwrap().records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_found_by_what_they_concern_and_checkpoints_sign_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let node = running.node.clone();
+    let (bot_key, other_key) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));
+    register(&node, "bot", &bot_key).await;
+    register(&node, "other", &other_key).await;
+    let token = issue(&node, "bot", &bot_key, "a-1").await;
+    issue(&node, "other", &other_key, "b-1").await;
+    let claims = node.verify_access_token(&token, None).unwrap().claims;
+
+    // By agent: its registration (requested, applied) and its token; nothing of the other agent.
+    let bot = query(&node, Filter { agent: Some(agent_id("bot")), ..Filter::default() });
+    let kinds: Vec<&str> = bot.iter().map(|r| r.event.kind()).collect();
+    assert_eq!(kinds, ["admin_changed", "admin_changed", "token_issued"]);
+    match (&bot[0].event, &bot[1].event) {
+        (Event::AdminChanged(requested), Event::AdminChanged(applied)) => {
+            assert_eq!((requested.stage.as_str(), applied.stage.as_str()), ("requested", "applied"));
+            assert!(applied.detail.starts_with("log index "), "{}", applied.detail);
+        }
+        other => panic!("{other:?}"),
+    }
+    // By token id: exactly the issuance.
+    let by_jti = query(&node, Filter { jti: Some(claims.jti.clone()), ..Filter::default() });
+    assert_eq!(by_jti.len(), 1);
+    assert!(matches!(&by_jti[0].event, Event::TokenIssued(t) if t.agent == agent_id("bot")));
+
+    // Decisions: 1,200 refused Authorize calls (a token that does not verify), side by side.
+    let asks = (0..1200).map(|n| {
+        let node = node.clone();
+        async move {
+            let query = AuthorizeQuery {
+                token: format!("not-a-token-{n}"),
+                action: "reports:read".into(),
+                resource: format!("report/{n}"),
+                resource_attributes: BTreeMap::new(),
+            };
+            node.authorize(query).await
+        }
+    });
+    for outcome in futures::future::join_all(asks).await {
+        assert!(outcome.map(|o| !o.allowed).unwrap_or(true));
+    }
+    let denied = Filter { action: Some("reports:read".into()), allowed: Some(false), ..Filter::default() };
+    let page = node.audit().query(&denied, None, 1000, false).unwrap();
+    assert_eq!(page.records.len(), 1000);
+    let rest = node.audit().query(&denied, page.cursor.as_deref(), 1000, false).unwrap();
+    assert_eq!(rest.records.len(), 200, "the second page holds the rest");
+    let times: Vec<UnixMillis> = page.records.iter().chain(&rest.records).map(|r| r.time).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    let newest = node.audit().query(&denied, None, 1, true).unwrap().records;
+    assert_eq!(newest[0].seq, rest.records.last().unwrap().seq);
+    assert!(
+        query(
+            &node,
+            Filter { action: Some("issue_token".into()), allowed: Some(false), ..Filter::default() }
+        )
+        .is_empty()
+    );
+    let bad_cursor = node.audit().query(&denied, Some("00ff"), 10, false).unwrap_err();
+    assert!(bad_cursor.to_string().contains("cursor"), "{bad_cursor}");
+    assert!(node.audit().query(&denied, None, 1001, false).is_err());
+
+    // Past 1,000 records the chain carries a checkpoint signed by the site's key.
+    let reports = verify(&node);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].broken, None);
+    assert!(reports[0].summary.checkpoints >= 1, "{reports:?}");
+    assert!(reports[0].summary.last_checkpoint.unwrap() >= CHECKPOINT_EVERY_RECORDS);
+    let checkpoints = query(&node, Filter { action: Some("checkpoint".into()), ..Filter::default() });
+    assert!(matches!(&checkpoints[0].event, Event::Checkpoint(c) if c.kid == claims_kid(&token)));
+
+    // Stopping records the stop and signs the tail; a restart verifies it all and goes on.
+    let last_before = node.audit().last_seq().unwrap();
+    running.shutdown().await;
+    drop(node);
+    let running = start(dir.path()).await;
+    let node = running.node.clone();
+    let tail = node.audit().read_from(last_before + 1, 10).unwrap();
+    let kinds: Vec<&str> = tail.iter().map(|r| r.event.kind()).collect();
+    assert_eq!(&kinds[..3], ["node_stopping", "checkpoint", "node_started"]);
+    let reports = verify(&node);
+    assert_eq!(reports[0].broken, None);
+    assert_eq!(
+        reports[0].summary.last_checkpoint,
+        Some(last_before + 1),
+        "the checkpoint covers node_stopping"
+    );
+    running.shutdown().await;
+}
+
+fn claims_kid(token: &str) -> String {
+    idmesh_token::jws::parse(token).unwrap().header.kid.clone().unwrap()
+}
+
+/// Copies a stopped node's data dir, so each case tampers with a fresh copy.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn read(store: &SledStore, seq: u64) -> Record {
+    serde_json::from_slice(&store.get(&record_key(&origin(), seq)).unwrap().unwrap()).unwrap()
+}
+
+fn put(store: &SledStore, seq: u64, record: &Record) {
+    let mut batch = WriteBatch::new();
+    batch.put(record_key(&origin(), seq), serde_json::to_vec(record).unwrap());
+    store.write(batch).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_store_between_runs_is_found_at_the_exact_record() {
+    let original = tempfile::tempdir().unwrap();
+    let running = start(original.path()).await;
+    let key = SigningKey::from_bytes(&[1; 32]);
+    register(&running.node, "bot", &key).await;
+    for n in 0..4 {
+        issue(&running.node, "bot", &key, &format!("t-{n}")).await;
+    }
+    let last = running.node.audit().last_seq().unwrap();
+    running.shutdown().await;
+    // The run ended with node_stopping and a checkpoint signed by the site key.
+    let checkpoint_seq = last + 2;
+
+    type Tamper = Box<dyn Fn(&SledStore)>;
+    let cases: Vec<(&str, Tamper, u64, &str)> = vec![
+        (
+            "modified",
+            Box::new(|s: &SledStore| {
+                let mut record = read(s, 4);
+                record.time = UnixMillis(record.time.0 + 1);
+                put(s, 4, &record);
+            }),
+            4,
+            "modified",
+        ),
+        (
+            "deleted",
+            Box::new(|s: &SledStore| {
+                let mut batch = WriteBatch::new();
+                batch.delete(record_key(&origin(), 4));
+                s.write(batch).unwrap();
+            }),
+            5,
+            "follows seq 3",
+        ),
+        (
+            "reordered",
+            Box::new(|s: &SledStore| {
+                let (four, five) = (read(s, 4), read(s, 5));
+                put(s, 4, &five);
+                put(s, 5, &four);
+            }),
+            4,
+            "moved",
+        ),
+        (
+            "inserted (a forged record that links to the one before, its successors renumbered)",
+            Box::new(move |s: &SledStore| {
+                let before = read(s, 3);
+                let forged = Record::next(Some(&before), origin(), before.time, Event::NodeStopping);
+                let mut records: Vec<Record> = (4..=checkpoint_seq).map(|seq| read(s, seq)).collect();
+                put(s, 4, &forged);
+                for record in &mut records {
+                    record.seq += 1;
+                    put(s, record.seq, record);
+                }
+            }),
+            5,
+            "modified",
+        ),
+        (
+            "checkpoint forged (signed with another key, the record re-hashed)",
+            Box::new(move |s: &SledStore| {
+                let before = read(s, checkpoint_seq - 1);
+                let real = read(s, checkpoint_seq);
+                let Event::Checkpoint(c) = &real.event else { panic!("not a checkpoint: {real:?}") };
+                let forger = SigningKey::from_bytes(&[66; 32]);
+                let fake = Checkpoint::sign(&forger, &c.kid, &origin(), before.seq, before.hash);
+                let forged = Record::next(Some(&before), origin(), real.time, Event::Checkpoint(fake));
+                put(s, checkpoint_seq, &forged);
+            }),
+            checkpoint_seq,
+            "forged",
+        ),
+    ];
+    for (what, tamper, expected_seq, expected_reason) in cases {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        {
+            let store = SledStore::open(copy.path().join("store"), SledOptions::default()).unwrap();
+            tamper(&store);
+            store.flush().unwrap();
+        }
+        let running = start(copy.path()).await;
+        let reports = verify(&running.node);
+        let broken = reports[0].broken.clone().unwrap_or_else(|| panic!("{what}: not found: {reports:?}"));
+        assert_eq!(broken.seq, expected_seq, "{what}: {broken}");
+        assert!(broken.reason.contains(expected_reason), "{what}: {broken}");
+        running.shutdown().await;
+    }
+}
