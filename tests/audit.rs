@@ -7,7 +7,7 @@ mod support;
 
 use idmesh_proto::v1::audit_client::AuditClient;
 use idmesh_proto::v1::tokens_client::TokensClient;
-use idmesh_proto::v1::{AuditQueryRequest, IssueTokenRequest, RegisterAgentRequest};
+use idmesh_proto::v1::{AuditQueryRequest, AuditVerifyRequest, IssueTokenRequest, RegisterAgentRequest};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,17 @@ async fn burst(site_addr: std::net::SocketAddr, client: usize, stop: Arc<AtomicB
     received
 }
 
+/// Registers agent `bot` with the key of seed 7.
+async fn register_bot(site: &Site) {
+    let register = RegisterAgentRequest {
+        agent: "bot".into(),
+        owner: "ops".into(),
+        credentials: vec![public_jwk(&agent_key(7))],
+        ..Default::default()
+    };
+    site.registry(1).await.register_agent(register).await.unwrap();
+}
+
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -52,13 +63,7 @@ fn json_lines(out: &std::process::Output) -> Vec<Value> {
 async fn every_token_received_before_a_sigkill_has_its_record_after_restart() {
     let mut site = Site::start(1, Options::default());
     site.wait_leader(WAIT).await;
-    let register = RegisterAgentRequest {
-        agent: "bot".into(),
-        owner: "ops".into(),
-        credentials: vec![public_jwk(&agent_key(7))],
-        ..Default::default()
-    };
-    site.registry(1).await.register_agent(register).await.unwrap();
+    register_bot(&site).await;
     let addr = site.node(1).public;
     // Wait until tokens are issued at all (the first signing key exists).
     let deadline = Instant::now() + WAIT;
@@ -137,6 +142,73 @@ async fn every_token_received_before_a_sigkill_has_its_record_after_restart() {
     assert!(status.message().contains("agent") && status.message().contains("512"), "{}", status.message());
     let out = site.cli(1, &["audit", "query", "--decision", "maybe"]);
     assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_reaches_every_node_of_the_site() {
+    let site = Site::start(3, Options::default());
+    site.wait_leader(WAIT).await;
+    register_bot(&site).await;
+    // One token issued at each node, each recorded in that node's own chain.
+    let mut jtis = Vec::new();
+    for node in 1..=3u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let request = IssueTokenRequest {
+                client_assertion: assertion(
+                    &agent_key(7),
+                    "bot",
+                    &format!("{}/token", issuer()),
+                    &format!("at-{node}-{}", jtis.len()),
+                ),
+                audiences: vec!["payments".into()],
+                ..Default::default()
+            };
+            match TokensClient::new(channel(site.node(node).public).await).issue_token(request).await {
+                Ok(reply) => {
+                    jtis.push((node, reply.into_inner().jti));
+                    break;
+                }
+                Err(status) => assert!(Instant::now() < deadline, "node {node} issues nothing: {status:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let verify = |node: u64| {
+        let addr = site.node(node).public;
+        async move {
+            let mut api = AuditClient::new(channel(addr).await);
+            api.verify(AuditVerifyRequest {}).await.unwrap().into_inner()
+        }
+    };
+    let mut tails = Vec::new();
+    for node in 1..=3u64 {
+        let report = verify(node).await;
+        let own = report.chains.iter().find(|c| c.node == node).unwrap();
+        tails.push((node, own.last_seq));
+    }
+    // Every node comes to hold every node's chain (at least up to those tails), and each
+    // verifies.
+    let deadline = Instant::now() + WAIT;
+    for node in 1..=3u64 {
+        loop {
+            let report = verify(node).await;
+            assert!(report.ok, "node {node}: {report:?}");
+            let holds = |of: u64, tail: u64| report.chains.iter().any(|c| c.node == of && c.last_seq >= tail);
+            if tails.iter().all(|(of, tail)| holds(*of, *tail)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node} holds {:?}, wants {tails:?}", report.chains);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut audit = AuditClient::new(channel(site.node(node).public).await);
+        for (issued_at, jti) in &jtis {
+            let request = AuditQueryRequest { jti: jti.clone(), ..Default::default() };
+            let records = audit.query(request).await.unwrap().into_inner().records;
+            assert_eq!(records.len(), 1, "node {node}, token {jti}: {records:?}");
+            assert_eq!(records[0].node, *issued_at, "recorded by the node that issued it");
+        }
+    }
 }
 
 fn agent_spiffe(name: &str) -> String {

@@ -229,5 +229,73 @@ async fn a_grant_is_honoured_across_sites_and_its_revocation_reaches_a_cut_off_s
     let shown = ok(&mesh, EAST, 1, &["delegation", "get", &id]);
     assert_eq!(shown["revoked_reason"], "alice left", "{shown}");
     wait_converged(&mesh, "after the revocation").await;
+
+    // The audit trail: each site's records reach the other; a trace of alice at either site
+    // shows what was done for her at both, in time order, each record once.
+    let own_tail = |site: &str| -> u64 {
+        let chains = audit_chains(&mesh, site);
+        chains.iter().find(|c| c["site"] == site).map(|c| c["last_seq"].as_u64().unwrap()).unwrap()
+    };
+    let (east_tail, west_tail) = (own_tail(EAST), own_tail(WEST));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = |at: &str, of: &str| {
+            audit_chains(&mesh, at)
+                .iter()
+                .find(|c| c["site"] == of)
+                .map_or(0, |c| c["last_seq"].as_u64().unwrap())
+        };
+        if held(WEST, EAST) >= east_tail && held(EAST, WEST) >= west_tail {
+            break;
+        }
+        assert!(Instant::now() < deadline, "audit records did not cross the link");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tails = [(EAST, east_tail), (WEST, west_tail)];
+    let traces: Vec<Vec<Value>> = [EAST, WEST]
+        .iter()
+        .map(|site| {
+            let out = run(&mesh, site, 1, &["audit", "trace", "--user", "alice"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let all: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            // What both must hold: every record up to the tails taken above.
+            all.into_iter()
+                .filter(|r| {
+                    tails
+                        .iter()
+                        .any(|(s, tail)| r["origin"]["site"] == *s && r["seq"].as_u64().unwrap() <= *tail)
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(traces[0], traces[1], "both sites show the same trace");
+    let trace = &traces[0];
+    let positions: std::collections::BTreeSet<(String, u64)> = trace
+        .iter()
+        .map(|r| (r["origin"]["site"].as_str().unwrap().to_owned(), r["seq"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(positions.len(), trace.len(), "each record once");
+    let times: Vec<u64> = trace.iter().map(|r| r["time"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    let kinds = |site: &str, kind: &str| {
+        trace.iter().filter(|r| r["origin"]["site"] == site && r["event"]["type"] == kind).count()
+    };
+    assert_eq!(kinds(EAST, "token_exchanged"), 3, "t1, t2 and t3 were exchanged at east");
+    assert!(kinds(EAST, "exchange_refused") >= 2, "the too-deep chain and the revoked grant");
+    assert!(kinds(WEST, "authorized") >= 3, "the decisions taken at west");
+    let sub_agent = trace.iter().find(|r| {
+        r["event"]["type"] == "token_exchanged" && r["event"]["actors"].as_array().unwrap().len() == 2
+    });
+    assert!(sub_agent.is_some(), "the sub-agent's exchange, with its chain, is in the trace");
+    for site in [EAST, WEST] {
+        let out = run(&mesh, site, 1, &["audit", "verify"]);
+        assert!(out.status.success(), "audit verify at {site}: {}{}", stdout(&out), stderr(&out));
+    }
     eprintln!("delegation across sites took {:?}", started.elapsed());
+}
+
+/// `idmesh audit verify` at a site's node: one report per chain held.
+fn audit_chains(mesh: &Mesh, site: &str) -> Vec<Value> {
+    let out = run(mesh, site, 1, &["audit", "verify"]);
+    stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }

@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("idmesh/v1/audit.proto"),
         root.join("idmesh/peer/v1/sync.proto"),
         root.join("idmesh/peer/v1/raft.proto"),
+        root.join("idmesh/peer/v1/audit.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

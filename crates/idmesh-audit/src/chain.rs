@@ -119,7 +119,7 @@ pub struct ChainError {
 }
 
 /// The public key of `site` named `kid`, as the verifier knows it.
-pub type KeyLookup<'a> = &'a dyn Fn(&str, &str) -> Option<ed25519_dalek::VerifyingKey>;
+pub type KeyLookup<'a> = &'a (dyn Fn(&str, &str) -> Option<ed25519_dalek::VerifyingKey> + Sync);
 
 /// Checks one node's chain a record at a time, in order, so a log of any length is verified
 /// in constant memory: each hash matches its content, each record links to the one before,

@@ -6,7 +6,7 @@
 //! record right before it: `covers_seq = seq - 1`, `covers_hash = prev_hash`.
 
 use crate::{Hash, RecordOrigin};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
 
 /// Domain separation for checkpoint signatures.
@@ -68,11 +68,7 @@ impl Checkpoint {
     }
 
     /// Checks the signature; `key_of(site, kid)` gives the site's public key named `kid`.
-    pub fn verify(
-        &self,
-        origin: &RecordOrigin,
-        key_of: &dyn Fn(&str, &str) -> Option<VerifyingKey>,
-    ) -> Result<(), CheckpointError> {
+    pub fn verify(&self, origin: &RecordOrigin, key_of: crate::KeyLookup<'_>) -> Result<(), CheckpointError> {
         let key = key_of(&origin.site, &self.kid).ok_or_else(|| CheckpointError::UnknownKey {
             kid: self.kid.clone(),
             site: origin.site.clone(),

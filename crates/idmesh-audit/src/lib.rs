@@ -9,6 +9,7 @@ mod chain;
 mod checkpoint;
 mod event;
 mod query;
+mod replica;
 
 pub use chain::{
     ChainError, ChainSummary, ChainVerifier, Hash, KeyLookup, Record, RecordOrigin, verify_chain,
@@ -19,3 +20,4 @@ pub use event::{
     RefusedToken, SyncSessionEnded,
 };
 pub use query::{Filter, Subjects, Term};
+pub use replica::{Admission, Held, Problem, Receiver, admit};

@@ -119,6 +119,19 @@ impl Node {
         match self.verify_access_token(&query.token, None) {
             Err(rejected) => {
                 outcome.reason = format!("token not valid here: {rejected}");
+                // Signed by a site of the trust domain but no longer honoured: the refusal is
+                // recorded under the agents, user and token it names, so a trace finds it.
+                let signed = rejected.signature_verified().then(|| {
+                    idmesh_token::jws::parse(&query.token)
+                        .and_then(|t| t.claims::<idmesh_token::AccessClaims>())
+                        .ok()
+                });
+                if let Some(claims) = signed.flatten() {
+                    record.agent = Some(claims.client_id.clone());
+                    record.on_behalf_of = claims.on_behalf_of().map(str::to_owned);
+                    record.actors = claims.actors();
+                    record.jti = Some(claims.jti.clone());
+                }
             }
             Ok(verified) => {
                 let claims = verified.claims;

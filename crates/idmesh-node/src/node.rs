@@ -185,6 +185,7 @@ impl Node {
         tokio::spawn(node.clone().create_first_key_when_leading(stopped.clone()));
         tokio::spawn(node.clone().publish_trust_when_leading(stopped.clone()));
         tokio::spawn(node.clone().checkpoint_audit_periodically(stopped.clone()));
+        tokio::spawn(node.clone().replicate_audit_in_site(stopped.clone()));
         for (site, addr) in node.config().links.clone() {
             tokio::spawn(crate::mesh::run_link(node.clone(), site.to_string(), addr, stopped.clone()));
         }
@@ -435,13 +436,20 @@ async fn serve_peer(
     let service = RaftPeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
-    let sync =
-        idmesh_proto::peer::mesh_sync_server::MeshSyncServer::new(crate::mesh::MeshSyncService::new(node))
-            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+    let sync = idmesh_proto::peer::mesh_sync_server::MeshSyncServer::new(crate::mesh::MeshSyncService::new(
+        node.clone(),
+    ))
+    .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+    .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
+    let audit = idmesh_proto::peer::audit_peer_server::AuditPeerServer::new(
+        crate::peer::audit::AuditPeerService::new(node.clone()),
+    )
+    .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+    .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES);
     tonic::transport::Server::builder()
         .add_service(service)
         .add_service(sync)
+        .add_service(audit)
         .serve_with_incoming_shutdown(listener, until_stopped(stopped))
         .await
 }

@@ -61,6 +61,15 @@ pub enum TokenRejected {
     },
 }
 
+impl TokenRejected {
+    /// True if the token's signature verified and it was refused for the standing of what it
+    /// names (a revocation, a removed credential, a suspended agent): its claims are then the
+    /// issuing site's word, fit for the audit record of the refusal.
+    pub fn signature_verified(&self) -> bool {
+        !matches!(self, TokenRejected::Invalid(_) | TokenRejected::UnknownKey { .. })
+    }
+}
+
 impl Node {
     /// Verifies `token` (for `audience`, if given) against this site's keys and the trust
     /// bundle, then checks its agent's standing in this node's applied state.

@@ -286,3 +286,54 @@ async fn tampering_with_the_store_between_runs_is_found_at_the_exact_record() {
         running.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_pushed_by_a_peer_that_do_not_fit_are_reported_and_not_stored() {
+    use idmesh_proto::peer::AuditPushRequest;
+    use idmesh_proto::peer::audit_peer_client::AuditPeerClient;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let node = running.node.clone();
+    let mut peer = AuditPeerClient::connect(format!("http://{}", running.peer_addr)).await.unwrap();
+    let push = |records: Vec<Record>, trust_domain: &str| AuditPushRequest {
+        trust_domain: trust_domain.into(),
+        from_site: "elsewhere".into(),
+        from_node: 7,
+        records: records.iter().map(|r| serde_json::to_vec(r).unwrap().into()).collect(),
+    };
+    let held_before = node.audit().held();
+
+    // A node that is not a member of this site; records of this node it never wrote; another
+    // version of this node's first record.
+    let stranger = RecordOrigin { site: "eu".into(), node: 9 };
+    let strange = Record::next(None, stranger, UnixMillis(1), Event::NodeStopping);
+    let mine = node.audit().read_from(1, 1).unwrap().remove(0);
+    let ahead = Record::after(Some((100, mine.hash)), origin(), UnixMillis(2), Event::NodeStopping);
+    let forked = Record::next(None, origin(), UnixMillis(3), Event::NodeStopping);
+    let same = mine.clone();
+    let mut problems = Vec::new();
+    // (A chain is examined up to its first problem: each case goes in its own push.)
+    for records in [vec![strange, ahead], vec![forked], vec![same]] {
+        let reply = peer.push(push(records, "acme.example")).await.unwrap().into_inner();
+        assert_eq!(reply.stored, 0, "{reply:?}");
+        problems.extend(reply.problems);
+    }
+    let problems = problems.join("\n");
+    assert!(problems.contains("unknown node: node 9 of site eu"), "{problems}");
+    assert!(problems.contains("own chain from 101"), "{problems}");
+    assert!(problems.contains("fork: record 1 of node 1 of site eu"), "{problems}");
+    assert_eq!(problems.lines().count(), 3, "the identical record is a duplicate, not a problem: {problems}");
+    assert_eq!(node.audit().held(), held_before, "nothing stored");
+    assert_eq!(node.audit().problems().len(), 3, "kept for mesh status");
+    assert!(node.audit().problems().iter().all(|p| p.from == "elsewhere/7"));
+
+    // Bad form: refused whole, the field named.
+    let mut garbage = push(vec![], "acme.example");
+    garbage.records = vec![b"{not json".to_vec().into()];
+    let status = peer.push(garbage).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("record 0 does not decode"), "{}", status.message());
+    let status = peer.push(push(vec![mine], "other.example")).await.unwrap_err();
+    assert!(status.message().contains("trust domain"), "{}", status.message());
+    running.shutdown().await;
+}

@@ -365,6 +365,10 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
                 "messages_sent": s.messages_sent,
                 "last_error": if s.last_error.is_empty() { Value::Null } else { json!(s.last_error) },
             })).collect::<Vec<_>>(),
+            "audit_chains": status.audit_chains.iter().map(|c| json!({
+                "site": c.site, "node": c.node, "last_seq": c.last_seq,
+            })).collect::<Vec<_>>(),
+            "audit_problems": status.audit_problems,
         })),
         OutputFormat::Table => {
             say!("site {} node {}  state hash {}", status.site, status.node_id, status.state_hash);
@@ -383,6 +387,12 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
                 })
                 .collect();
             table(["SITE", "LINK", "SYNC AGE", "PENDING", "RECEIVED", "LAST ERROR"], &rows);
+            let chains: Vec<String> =
+                status.audit_chains.iter().map(|c| format!("{}/{}:{}", c.site, c.node, c.last_seq)).collect();
+            say!("audit chains held  {}", chains.join("  "));
+            for problem in &status.audit_problems {
+                say!("AUDIT PROBLEM  {problem}");
+            }
         }
     }
 }

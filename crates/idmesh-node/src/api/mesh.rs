@@ -135,6 +135,24 @@ impl Mesh for MeshApi {
             node_id: self.node.config().node_id.0,
             state_hash: self.node.shared().state_hash(),
             sites,
+            audit_chains: self
+                .node
+                .audit()
+                .held()
+                .iter()
+                .map(|(o, (seq, _))| idmesh_proto::v1::AuditChainHeld {
+                    site: o.site.clone(),
+                    node: o.node,
+                    last_seq: *seq,
+                })
+                .collect(),
+            audit_problems: self
+                .node
+                .audit()
+                .problems()
+                .iter()
+                .map(|p| format!("at unix ms {} from {}: {}", p.at.0, p.from, p.problem))
+                .collect(),
         }))
     }
 

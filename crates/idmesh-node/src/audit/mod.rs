@@ -9,10 +9,14 @@
 
 pub mod keys;
 mod query;
+mod replica;
+mod replicate;
 
 pub use query::{AuditPage, ChainReport, QUERY_LIMIT_MAX};
+pub use replica::{RECORD_MAX_BYTES, ReportedProblem, TRANSFER_MAX_BYTES, TRANSFER_MAX_RECORDS};
+pub use replicate::AUDIT_SYNC_EVERY;
 
-use idmesh_audit::{Checkpoint, Event, Hash, Record, RecordOrigin};
+use idmesh_audit::{Checkpoint, Event, Hash, Held, Record, RecordOrigin};
 use idmesh_raft::SharedState;
 use idmesh_raft::flusher::Flusher;
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
@@ -66,6 +70,11 @@ pub struct AuditLog {
     shared: SharedState,
     tail: Mutex<Tail>,
     appended: broadcast::Sender<Record>,
+    /// The tail of every chain held, durable (this node's own included).
+    held: std::sync::Mutex<Held>,
+    /// Records from peers are taken in one batch at a time.
+    accepting: Mutex<()>,
+    problems: std::sync::Mutex<std::collections::VecDeque<replica::ReportedProblem>>,
 }
 
 impl AuditLog {
@@ -114,7 +123,19 @@ impl AuditLog {
             tail.since_checkpoint += 1;
         }
         let (appended, _) = broadcast::channel(FOLLOW_BUFFER);
-        Ok(Self { store, flusher, origin, clock, shared, tail: Mutex::new(tail), appended })
+        let held = replica::load_held(store.as_ref())?;
+        Ok(Self {
+            store,
+            flusher,
+            origin,
+            clock,
+            shared,
+            tail: Mutex::new(tail),
+            appended,
+            held: std::sync::Mutex::new(held),
+            accepting: Mutex::new(()),
+            problems: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        })
     }
 
     /// This node's place in the mesh.
@@ -144,6 +165,7 @@ impl AuditLog {
             (record, written)
         };
         self.flusher.flush().await.map_err(store_err)?;
+        self.note_durable(written.iter().map(|r| (r.seq, r.hash)).max_by_key(|(seq, _)| *seq));
         for record in written {
             // No follower listening is not an error.
             let _ = self.appended.send(record);
@@ -169,8 +191,19 @@ impl AuditLog {
             checkpoint
         };
         self.flusher.flush().await.map_err(store_err)?;
+        self.note_durable(Some((record.seq, record.hash)));
         let _ = self.appended.send(record.clone());
         Ok(Some(record))
+    }
+
+    /// Peers may be sent this node's records up to `durable` (never one a crash could undo).
+    fn note_durable(&self, durable: Option<(u64, Hash)>) {
+        let Some((seq, hash)) = durable else { return };
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = held.entry(self.origin.clone()).or_insert((0, Hash::default()));
+        if seq > entry.0 {
+            *entry = (seq, hash);
+        }
     }
 
     /// The checkpoint record signing `last`, if the site has a signing key yet.

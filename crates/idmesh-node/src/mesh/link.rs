@@ -75,12 +75,17 @@ async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (tx, rx) = mpsc::channel(1024);
+    let audit_channel = channel.clone();
     let mut client = MeshSyncClient::new(channel)
         .max_decoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES)
         .max_encoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES);
     let mut inbound =
         client.exchange(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
-    let result = session::run(node.clone(), tx, &mut inbound, Some((site, addr))).await;
+    // Audit records travel beside the session, on the same connection, while it lasts.
+    let result = tokio::select! {
+        result = session::run(node.clone(), tx, &mut inbound, Some((site, addr))) => result,
+        never = node.exchange_audit_over_link(audit_channel, site) => match never {},
+    };
     if result.is_err() {
         // Let what this end sent (its hello, at least) reach the peer before the stream is
         // dropped, so the peer can record its own view of a refusal: wait, briefly, for the

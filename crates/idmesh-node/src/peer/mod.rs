@@ -1,6 +1,7 @@
 //! The peer (node-to-node) side of a node: a cache of channels to the other members, the
 //! openraft network over it, the gRPC service other members call, and forwarding to the leader.
 
+pub mod audit;
 mod forward;
 mod network;
 mod pool;

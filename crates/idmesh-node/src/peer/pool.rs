@@ -31,6 +31,13 @@ impl Peers {
     /// A client for node `target` at `addr`, on a cached channel (replaced if the address
     /// changed). Channels connect lazily and reconnect by themselves.
     pub fn client(&self, target: u64, addr: &str) -> Result<RaftPeerClient<Channel>, NodeError> {
+        Ok(RaftPeerClient::new(self.channel(target, addr)?)
+            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
+            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES))
+    }
+
+    /// The cached channel to node `target` at `addr` (replaced if the address changed).
+    pub fn channel(&self, target: u64, addr: &str) -> Result<Channel, NodeError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(&target) {
             Some((cached_addr, channel)) if cached_addr == addr => channel.clone(),
@@ -55,9 +62,7 @@ impl Peers {
                 channel
             }
         };
-        Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(PEER_MESSAGE_MAX_BYTES)
-            .max_encoding_message_size(PEER_MESSAGE_MAX_BYTES))
+        Ok(channel)
     }
 
     /// The header of a request from this node to `to`.

@@ -1,0 +1,155 @@
+//! Anti-entropy of audit records: every node pulls what it lacks from the other members of its
+//! site, and a node that dialled a link to another site pulls from and pushes to the node it
+//! reached. What arrives is checked and stored durably before it counts as held.
+
+use crate::peer::audit::{held_from_proto, held_to_proto, records_from_wire};
+use crate::{Node, NodeError};
+use idmesh_audit::{Admission, Record, RecordOrigin};
+use idmesh_proto::peer::audit_peer_client::AuditPeerClient;
+use idmesh_proto::peer::{AuditHeld, AuditPullRequest, AuditPushRequest};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How often a node asks its peers for records it lacks.
+pub const AUDIT_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Most pulls (or pushes) to one peer in one round; the rest waits for the next round.
+const ROUNDS_MAX: usize = 16;
+
+fn client(channel: Channel) -> AuditPeerClient<Channel> {
+    AuditPeerClient::new(channel)
+        .max_decoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES)
+        .max_encoding_message_size(crate::peer::PEER_MESSAGE_MAX_BYTES)
+}
+
+impl Node {
+    /// Takes in records from peer `from`: a chain of this site's node must be a member's (or
+    /// one already held), another site's must be in the trust bundle; checkpoints are checked
+    /// with the site keys known here.
+    pub async fn accept_audit(&self, from: &str, records: Vec<Record>) -> Result<Admission, NodeError> {
+        let own_site = self.config().site.to_string();
+        let members: Vec<u64> =
+            self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let held = self.audit().held();
+        let known_sites: Vec<String> = {
+            let state = self.shared().read();
+            state.state.trust.sites().map(|(site, _)| site.to_owned()).collect()
+        };
+        let is_known = move |origin: &RecordOrigin| {
+            held.contains_key(origin)
+                || if origin.site == own_site {
+                    members.contains(&origin.node)
+                } else {
+                    known_sites.contains(&origin.site)
+                }
+        };
+        let keys = |site: &str, kid: &str| self.site_key(site, kid);
+        self.audit()
+            .accept(from, records, &is_known, &keys)
+            .await
+            .map_err(|e| NodeError::AuditUnavailable { detail: e.to_string() })
+    }
+
+    /// Pulls from the peer on `channel` until it has nothing more (or [`ROUNDS_MAX`] rounds);
+    /// returns what the peer holds.
+    pub(crate) async fn pull_audit(&self, channel: Channel, from: &str) -> Result<Vec<AuditHeld>, String> {
+        let mut client = client(channel);
+        let mut theirs = Vec::new();
+        for _ in 0..ROUNDS_MAX {
+            let request = AuditPullRequest {
+                trust_domain: self.config().trust_domain.to_string(),
+                from_site: self.config().site.to_string(),
+                from_node: self.config().node_id.0,
+                held: held_to_proto(&self.audit().held()),
+            };
+            let reply = client.pull(request).await.map_err(|s| s.message().to_owned())?.into_inner();
+            let records = records_from_wire(&reply.records).map_err(|e| e.to_string())?;
+            let admission = self.accept_audit(from, records).await.map_err(|e| e.to_string())?;
+            theirs = reply.held;
+            if !reply.more || !admission.problems.is_empty() {
+                break;
+            }
+        }
+        Ok(theirs)
+    }
+
+    /// Pushes to the peer on `channel` what it lacks, given what it holds.
+    pub(crate) async fn push_audit(&self, channel: Channel, theirs: &[AuditHeld]) -> Result<(), String> {
+        let mut client = client(channel);
+        let mut theirs = held_from_proto(theirs).map_err(|e| e.to_string())?;
+        for _ in 0..ROUNDS_MAX {
+            let (records, more) = self.audit().records_after(&theirs).map_err(|e| e.to_string())?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            // Counted as theirs once sent: what they refuse is reported, and sent again next round.
+            for record in records.iter().filter_map(|bytes| serde_json::from_slice::<Record>(bytes).ok()) {
+                let seq = theirs.entry(record.origin).or_insert(0);
+                *seq = (*seq).max(record.seq);
+            }
+            let request = AuditPushRequest {
+                trust_domain: self.config().trust_domain.to_string(),
+                from_site: self.config().site.to_string(),
+                from_node: self.config().node_id.0,
+                records: records.into_iter().map(bytes::Bytes::from).collect(),
+            };
+            let reply = client.push(request).await.map_err(|s| s.message().to_owned())?.into_inner();
+            if !reply.problems.is_empty() {
+                return Err(reply.problems.join("; "));
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until the node stops: pulls from every other member of the site each round.
+    pub(crate) async fn replicate_audit_in_site(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => return,
+                _ = tokio::time::sleep(AUDIT_SYNC_EVERY) => {}
+            }
+            if *stopped.borrow() {
+                return;
+            }
+            let me = self.config().node_id.0;
+            let members: Vec<(u64, String)> = self
+                .metrics()
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != me)
+                .map(|(id, info)| (*id, info.peer_addr.clone()))
+                .collect();
+            for (id, addr) in members {
+                let Ok(channel) = self.peers().channel(id, &addr) else { continue };
+                let from = format!("{}/{id}", self.config().site);
+                if let Err(e) = self.pull_audit(channel, &from).await {
+                    tracing::debug!(peer = id, error = %e, "audit pull failed");
+                }
+            }
+        }
+    }
+
+    /// Runs while a link's session lasts: pulls from and pushes to the node of `site` reached
+    /// on `channel`, each round.
+    pub(crate) async fn exchange_audit_over_link(
+        &self,
+        channel: Channel,
+        site: &str,
+    ) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(AUDIT_SYNC_EVERY).await;
+            let from = format!("{site}/link");
+            let outcome = match self.pull_audit(channel.clone(), &from).await {
+                Ok(theirs) => self.push_audit(channel.clone(), &theirs).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(site, error = %e, "audit exchange over the link failed");
+            }
+        }
+    }
+}
