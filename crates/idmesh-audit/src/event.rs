@@ -108,6 +108,9 @@ pub struct BundleTransfer {
     pub bytes: u64,
     /// Shard chunks it carries.
     pub chunks: u64,
+    /// Audit records it carries (exported), or that were stored from it (imported).
+    #[serde(default)]
+    pub audit_records: u64,
 }
 
 /// A token issued by exchange: who acts, for whom, under which delegation.

@@ -105,7 +105,14 @@ impl Node {
             kid,
             chunk_count: 0,
         };
-        let bytes = bundle::seal(header, &chunks, &signing)?;
+        // Audit records: those the target was last known to hold are left out (all, for a
+        // bundle made for no site or for a site never reached by a link).
+        let theirs = for_site
+            .and_then(|site| self.mesh().sites().into_iter().find(|s| s.site == site))
+            .map(|s| s.audit_held)
+            .unwrap_or_default();
+        let (audit, audit_records) = self.audit_chunks_for(theirs)?;
+        let bytes = bundle::seal(header, &chunks, &audit, &signing)?;
         let header = bundle::read_header(&bytes)?;
         let event = Event::BundleExported(BundleTransfer {
             bundle: header.bundle_id.clone(),
@@ -113,6 +120,7 @@ impl Node {
             for_site: header.for_site.clone(),
             bytes: bytes.len() as u64,
             chunks: chunks.len() as u64,
+            audit_records,
         });
         self.audit()
             .append(event)
@@ -133,6 +141,7 @@ impl Node {
             bundle::open(bytes, self.config().trust_domain.as_str(), self.config().site.as_str(), key_of)?
         };
         let header = opened.header;
+        let opened_audit = opened.audit;
         let marker = shard_of_bundle(&header.bundle_id);
         let earlier = self
             .shared()
@@ -191,18 +200,60 @@ impl Node {
             origin_site: header.origin_site.clone(),
         };
         self.record(record).await?;
+        let audit_records = self.import_audit_records(&header, &opened_audit).await;
         let event = Event::BundleImported(BundleTransfer {
             bundle: header.bundle_id.clone(),
             from_site: header.origin_site.clone(),
             for_site: header.for_site.clone(),
             bytes: bytes.len() as u64,
             chunks: chunks as u64,
+            audit_records,
         });
         if let Err(e) = self.audit().append(event).await {
             tracing::warn!(error = %e, bundle = %header.bundle_id, "audit: cannot record a bundle import");
         }
         tracing::info!(bundle = %header.bundle_id, origin = %header.origin_site, chunks, entries, "bundle imported");
         Ok(ImportSummary { header, chunks, entries })
+    }
+
+    /// Takes in the audit records a bundle carries, checked like records from a peer (a chain
+    /// that does not continue what is held here is reported, not stored). Returns how many were
+    /// stored.
+    async fn import_audit_records(&self, header: &BundleHeader, chunks: &[Vec<u8>]) -> u64 {
+        let from = format!("bundle {} of site {}", header.bundle_id, header.origin_site);
+        let mut stored = 0u64;
+        for chunk in chunks {
+            let mut batch = Vec::new();
+            for (n, line) in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+                let record = (line.len() <= crate::audit::RECORD_MAX_BYTES)
+                    .then(|| serde_json::from_slice::<idmesh_audit::Record>(line).ok())
+                    .flatten();
+                match record {
+                    Some(record) => batch.push(record),
+                    None => {
+                        tracing::warn!(bundle = %header.bundle_id, line = n, "an audit record in a bundle does not decode; skipped")
+                    }
+                }
+                if batch.len() == crate::audit::TRANSFER_MAX_RECORDS {
+                    stored += self.accept_bundle_audit(&from, std::mem::take(&mut batch)).await;
+                }
+            }
+            stored += self.accept_bundle_audit(&from, batch).await;
+        }
+        stored
+    }
+
+    async fn accept_bundle_audit(&self, from: &str, records: Vec<idmesh_audit::Record>) -> u64 {
+        if records.is_empty() {
+            return 0;
+        }
+        match self.accept_audit(from, records).await {
+            Ok(admission) => admission.accepted.len() as u64,
+            Err(e) => {
+                tracing::warn!(from, error = %e, "audit records of a bundle not stored");
+                0
+            }
+        }
     }
 
     /// This site's trust entry as a file, for a site that has no link to this one.

@@ -123,6 +123,15 @@ async fn a_bundle_carries_a_revocation_one_way_and_bad_bundles_change_nothing() 
     assert_eq!(summary.header.bundle_id, header.bundle_id);
     assert_eq!(status(&west.node, "courier"), Some(AgentStatus::Active));
     assert_eq!(status(&west.node, "rogue"), Some(AgentStatus::Revoked));
+    // East's audit trail travelled with it: west holds east's chain and can tell who revoked
+    // the rogue agent, there.
+    let east_origin = idmesh_audit::RecordOrigin { site: "east".into(), node: 1 };
+    let held = west.node.audit().held();
+    assert!(held.get(&east_origin).is_some_and(|(seq, _)| *seq >= 5), "{held:?}");
+    let rogue =
+        idmesh_audit::Filter { agent: Some(agent(&west.node, "rogue").to_string()), ..Default::default() };
+    let found = west.node.audit().query(&rogue, None, 100, false).unwrap().records;
+    assert!(found.iter().any(|r| r.origin == east_origin && r.event.kind() == "admin_changed"), "{found:?}");
     // A revocation that travelled by bundle cannot be undone at west.
     let resume = west.node.write(Op::ResumeAgent { id: agent(&west.node, "rogue") }).await;
     assert!(resume.is_err(), "a revoked agent was resumed");
@@ -143,6 +152,14 @@ async fn a_bundle_carries_a_revocation_one_way_and_bad_bundles_change_nothing() 
     let (second, _) = east.node.export_bundle(Some("west")).await.unwrap();
     west.node.import_bundle(&second).await.unwrap();
     assert_eq!(status(&west.node, "courier"), Some(AgentStatus::Suspended));
+    // Its audit records overlap the first bundle's: duplicates, taken once, nothing reported.
+    assert!(west.node.audit().problems().is_empty(), "{:?}", west.node.audit().problems());
+    let held_after = west.node.audit().held()[&east_origin].0;
+    assert!(held_after > held[&east_origin].0, "the suspension's records arrived");
+    let key_of = |site: &str, kid: &str| west.node.site_key(site, kid);
+    let reports = west.node.audit().verify_all(&key_of).unwrap();
+    assert!(reports.iter().all(|r| r.broken.is_none()), "{reports:?}");
+    assert_eq!(reports.len(), 2, "west's chain and east's");
 
     east.shutdown().await;
     west.shutdown().await;

@@ -6,6 +6,7 @@
 //! ```text
 //! magic "IDMBNDL1" | u32 header length | header (JSON) | chunks | 64-byte Ed25519 signature
 //! chunk = u16 shard | u32 length | automerge bytes (changes, or a saved document)
+//!       | u16 0xFFFF  | u32 length | audit records, one JSON record per line
 //! ```
 //!
 //! The signature covers every byte before it. Opening checks, in order: size, magic, header,
@@ -28,6 +29,8 @@ pub const BUNDLE_HEADER_MAX_BYTES: usize = 64 * 1024;
 pub const BUNDLE_CHUNKS_MAX: usize = 64 * SHARD_COUNT as usize;
 
 const SIGNATURE_BYTES: usize = 64;
+/// The shard number that marks a chunk of audit records.
+pub const AUDIT_CHUNK: u16 = u16::MAX;
 
 /// What a bundle says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,8 @@ pub struct OpenedBundle {
     pub header: BundleHeader,
     /// The chunks, by shard.
     pub chunks: Vec<(ShardId, Vec<u8>)>,
+    /// Chunks of audit records (JSON lines), in order.
+    pub audit: Vec<Vec<u8>>,
 }
 
 /// Why a bundle is refused.
@@ -109,14 +114,17 @@ fn truncated(what: &str) -> BundleError {
     BundleError::Truncated { what: what.to_owned() }
 }
 
-/// Writes a bundle of `chunks` under `header` (its `chunk_count` is set here), signed by `key`.
+/// Writes a bundle of `chunks` and `audit` chunks under `header` (its `chunk_count` is set
+/// here), signed by `key`.
 pub fn seal(
     mut header: BundleHeader,
     chunks: &[(ShardId, Vec<u8>)],
+    audit: &[Vec<u8>],
     key: &SigningKey,
 ) -> Result<Vec<u8>, BundleError> {
-    header.chunk_count =
-        u32::try_from(chunks.len()).map_err(|_| BundleError::Malformed("too many chunks".into()))?;
+    header.chunk_count = u32::try_from(chunks.len() + audit.len())
+        .map_err(|_| BundleError::Malformed("too many chunks".into()))?;
+    let audit: Vec<(ShardId, Vec<u8>)> = audit.iter().map(|a| (ShardId(AUDIT_CHUNK), a.clone())).collect();
     let header_bytes = serde_json::to_vec(&header).map_err(|e| BundleError::Malformed(e.to_string()))?;
     let header_len =
         u32::try_from(header_bytes.len()).map_err(|_| BundleError::Malformed("header too large".into()))?;
@@ -125,7 +133,7 @@ pub fn seal(
     out.extend_from_slice(BUNDLE_MAGIC);
     out.extend_from_slice(&header_len.to_be_bytes());
     out.extend_from_slice(&header_bytes);
-    for (shard, chunk) in chunks {
+    for (shard, chunk) in chunks.iter().chain(&audit) {
         let len = u32::try_from(chunk.len()).map_err(|_| BundleError::Malformed("chunk too large".into()))?;
         out.extend_from_slice(&shard.0.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
@@ -208,8 +216,16 @@ pub fn open(
         return Err(BundleError::Malformed(format!("{count} chunks; at most {BUNDLE_CHUNKS_MAX}")));
     }
     let mut chunks = Vec::with_capacity(count);
+    let mut audit = Vec::new();
     for n in 0..count {
         let (shard, after) = take_u16(rest, "a chunk's shard")?;
+        if shard == AUDIT_CHUNK {
+            let (len, after) = take_u32(after, "a chunk's length")?;
+            let chunk = after.get(..len as usize).ok_or_else(|| truncated("a chunk"))?;
+            audit.push(chunk.to_vec());
+            rest = &after[len as usize..];
+            continue;
+        }
         if shard >= SHARD_COUNT {
             return Err(BundleError::Malformed(format!(
                 "chunk {n} names shard {shard}; shards are below {SHARD_COUNT}"
@@ -223,7 +239,7 @@ pub fn open(
     if !rest.is_empty() {
         return Err(BundleError::Malformed(format!("{} bytes after the last chunk", rest.len())));
     }
-    Ok(OpenedBundle { header, chunks })
+    Ok(OpenedBundle { header, chunks, audit })
 }
 
 fn take_u16<'a>(bytes: &'a [u8], what: &str) -> Result<(u16, &'a [u8]), BundleError> {
@@ -268,7 +284,7 @@ mod tests {
     fn sealed() -> (Vec<u8>, TrustedKey) {
         let (signing, trusted) = key(1);
         let chunks = vec![(ShardId(3), b"abc".to_vec()), (ShardId(1023), vec![7; 100])];
-        (seal(header(&trusted.kid), &chunks, &signing).unwrap(), trusted)
+        (seal(header(&trusted.kid), &chunks, &[b"{}\n{}".to_vec()], &signing).unwrap(), trusted)
     }
 
     fn open_west(bytes: &[u8], trusted: &TrustedKey) -> Result<OpenedBundle, BundleError> {
@@ -281,8 +297,9 @@ mod tests {
     fn a_sealed_bundle_opens_with_its_chunks() {
         let (bytes, trusted) = sealed();
         let opened = open_west(&bytes, &trusted).unwrap();
-        assert_eq!(opened.header.chunk_count, 2);
+        assert_eq!(opened.header.chunk_count, 3);
         assert_eq!(opened.chunks, vec![(ShardId(3), b"abc".to_vec()), (ShardId(1023), vec![7; 100])]);
+        assert_eq!(opened.audit, vec![b"{}\n{}".to_vec()]);
     }
 
     #[test]
@@ -314,7 +331,7 @@ mod tests {
     fn a_bundle_signed_by_another_key_is_refused_as_forged() {
         let (_, trusted) = key(1);
         let (forger, _) = key(2);
-        let bytes = seal(header(&trusted.kid), &[(ShardId(0), vec![1])], &forger).unwrap();
+        let bytes = seal(header(&trusted.kid), &[(ShardId(0), vec![1])], &[], &forger).unwrap();
         assert_eq!(open_west(&bytes, &trusted).unwrap_err(), BundleError::Signature("east".into()));
     }
 

@@ -12,8 +12,8 @@ use tonic::transport::Channel;
 
 /// How often a node asks its peers for records it lacks.
 pub const AUDIT_SYNC_EVERY: Duration = Duration::from_secs(1);
-/// Most pulls (or pushes) to one peer in one round; the rest waits for the next round.
-const ROUNDS_MAX: usize = 16;
+/// Most bytes of audit records one bundle carries (the rest goes in the next bundle).
+pub const AUDIT_BUNDLE_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 fn client(channel: Channel) -> AuditPeerClient<Channel> {
     AuditPeerClient::new(channel)
@@ -49,12 +49,12 @@ impl Node {
             .map_err(|e| NodeError::AuditUnavailable { detail: e.to_string() })
     }
 
-    /// Pulls from the peer on `channel` until it has nothing more (or [`ROUNDS_MAX`] rounds);
-    /// returns what the peer holds.
-    pub(crate) async fn pull_audit(&self, channel: Channel, from: &str) -> Result<Vec<AuditHeld>, String> {
+    /// Pulls from the peer on `channel` until it has nothing more (a node far behind catches
+    /// up at once, not one page per round), or a page brings nothing new; returns what the
+    /// peer holds.
+    pub async fn pull_audit(&self, channel: Channel, from: &str) -> Result<Vec<AuditHeld>, String> {
         let mut client = client(channel);
-        let mut theirs = Vec::new();
-        for _ in 0..ROUNDS_MAX {
+        loop {
             let request = AuditPullRequest {
                 trust_domain: self.config().trust_domain.to_string(),
                 from_site: self.config().site.to_string(),
@@ -64,19 +64,17 @@ impl Node {
             let reply = client.pull(request).await.map_err(|s| s.message().to_owned())?.into_inner();
             let records = records_from_wire(&reply.records).map_err(|e| e.to_string())?;
             let admission = self.accept_audit(from, records).await.map_err(|e| e.to_string())?;
-            theirs = reply.held;
-            if !reply.more || !admission.problems.is_empty() {
-                break;
+            if !reply.more || !admission.problems.is_empty() || admission.accepted.is_empty() {
+                return Ok(reply.held);
             }
         }
-        Ok(theirs)
     }
 
     /// Pushes to the peer on `channel` what it lacks, given what it holds.
-    pub(crate) async fn push_audit(&self, channel: Channel, theirs: &[AuditHeld]) -> Result<(), String> {
+    pub async fn push_audit(&self, channel: Channel, theirs: &[AuditHeld]) -> Result<(), String> {
         let mut client = client(channel);
         let mut theirs = held_from_proto(theirs).map_err(|e| e.to_string())?;
-        for _ in 0..ROUNDS_MAX {
+        loop {
             let (records, more) = self.audit().records_after(&theirs).map_err(|e| e.to_string())?;
             if records.is_empty() {
                 return Ok(());
@@ -100,7 +98,39 @@ impl Node {
                 return Ok(());
             }
         }
-        Ok(())
+    }
+
+    /// The records a site holding `theirs` lacks, as chunks of JSON lines of at most
+    /// [`crate::audit::TRANSFER_MAX_BYTES`], [`AUDIT_BUNDLE_MAX_BYTES`] in all.
+    pub(crate) fn audit_chunks_for(
+        &self,
+        mut theirs: std::collections::BTreeMap<RecordOrigin, u64>,
+    ) -> Result<(Vec<Vec<u8>>, u64), NodeError> {
+        let (mut chunks, mut total_bytes, mut count) = (Vec::new(), 0usize, 0u64);
+        loop {
+            let (records, more) = self
+                .audit()
+                .records_after(&theirs)
+                .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
+            if records.is_empty() || total_bytes >= AUDIT_BUNDLE_MAX_BYTES {
+                return Ok((chunks, count));
+            }
+            let mut chunk = Vec::new();
+            for bytes in &records {
+                if let Ok(record) = serde_json::from_slice::<Record>(bytes) {
+                    let seq = theirs.entry(record.origin).or_insert(0);
+                    *seq = (*seq).max(record.seq);
+                }
+                chunk.extend_from_slice(bytes);
+                chunk.push(b'\n');
+                count += 1;
+            }
+            total_bytes += chunk.len();
+            chunks.push(chunk);
+            if !more {
+                return Ok((chunks, count));
+            }
+        }
     }
 
     /// Runs until the node stops: pulls from every other member of the site each round.
@@ -144,7 +174,12 @@ impl Node {
             tokio::time::sleep(AUDIT_SYNC_EVERY).await;
             let from = format!("{site}/link");
             let outcome = match self.pull_audit(channel.clone(), &from).await {
-                Ok(theirs) => self.push_audit(channel.clone(), &theirs).await,
+                Ok(theirs) => {
+                    if let Ok(held) = held_from_proto(&theirs) {
+                        self.mesh().update(site, |s| s.audit_held = held);
+                    }
+                    self.push_audit(channel.clone(), &theirs).await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {

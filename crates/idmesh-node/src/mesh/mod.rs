@@ -48,6 +48,9 @@ pub struct RemoteSite {
     /// Per shard, the heads the site was last known to have (from sync sessions; in memory
     /// only). Bundles made for the site leave out what it has.
     pub known_heads: Vec<Option<Vec<ChangeHash>>>,
+    /// The audit records the site was last known to hold, per chain (from audit exchanges
+    /// over the link; in memory only). Bundles made for the site leave those out.
+    pub audit_held: std::collections::BTreeMap<idmesh_audit::RecordOrigin, u64>,
 }
 
 /// Every remote site this node has heard of, by name.
@@ -71,6 +74,7 @@ impl MeshState {
             last_error: String::new(),
             sessions_opened: 0,
             known_heads: Vec::new(),
+            audit_held: std::collections::BTreeMap::new(),
         });
         f(entry);
     }
