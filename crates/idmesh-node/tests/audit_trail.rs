@@ -337,3 +337,28 @@ async fn records_pushed_by_a_peer_that_do_not_fit_are_reported_and_not_stored() 
     assert!(status.message().contains("trust domain"), "{}", status.message());
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_streams_the_matching_records_as_they_are_written() {
+    use idmesh_proto::v1::AuditQueryRequest;
+    use idmesh_proto::v1::audit_client::AuditClient;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path()).await;
+    let mut api = AuditClient::connect(format!("http://{}", running.public_addr)).await.unwrap();
+    let request = AuditQueryRequest { action: "issue_token".into(), ..Default::default() };
+    let mut stream = api.follow(request).await.unwrap().into_inner();
+    let key = SigningKey::from_bytes(&[3; 32]);
+    register(&running.node, "bot", &key).await; // admin records: not asked for
+    let token = issue(&running.node, "bot", &key, "f-1").await;
+    let jti = running.node.verify_access_token(&token, None).unwrap().claims.jti;
+    let record =
+        tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((record.kind.as_str(), record.jti.as_str()), ("token_issued", jti.as_str()));
+    assert_eq!(record.agents, [agent_id("bot")]);
+    // A bad filter is refused before anything is streamed.
+    let bad = AuditQueryRequest { decision: "perhaps".into(), ..Default::default() };
+    let status = api.follow(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("decision"), "{}", status.message());
+    running.shutdown().await;
+}
