@@ -122,9 +122,14 @@ impl Audit for AuditApi {
         let request = request.into_inner();
         let filter = filter_of(&request).map_err(NodeError::from)?;
         let limit = if request.limit == 0 { QUERY_LIMIT_DEFAULT } else { request.limit as usize };
-        let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
-        let page =
-            self.node.audit().query(&filter, cursor, limit.min(QUERY_LIMIT_MAX + 1), request.newest_first)?;
+        // Up to 100,000 index entries and their records: off the async threads.
+        let node = self.node.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            let cursor = (!request.cursor.is_empty()).then_some(request.cursor.as_str());
+            node.audit().query(&filter, cursor, limit.min(QUERY_LIMIT_MAX + 1), request.newest_first)
+        })
+        .await
+        .map_err(|e| NodeError::Storage { detail: format!("audit query stopped: {e}") })??;
         Ok(Response::new(AuditQueryResponse {
             records: page.records.iter().map(record_to_proto).collect(),
             cursor: page.cursor.unwrap_or_default(),
