@@ -290,6 +290,9 @@ async fn a_grant_is_honoured_across_sites_and_its_revocation_reaches_a_cut_off_s
     for site in [EAST, WEST] {
         let out = run(&mesh, site, 1, &["audit", "verify"]);
         assert!(out.status.success(), "audit verify at {site}: {}{}", stdout(&out), stderr(&out));
+        let status = ok(&mesh, site, 1, &["mesh", "status"]);
+        assert_eq!(status["audit_problems"], json!([]), "a cut and a heal are not audit problems: {status}");
+        assert_eq!(status["audit_chains"].as_array().unwrap().len(), 2, "{status}");
     }
     eprintln!("delegation across sites took {:?}", started.elapsed());
 }

@@ -23,8 +23,8 @@ fn client(channel: Channel) -> AuditPeerClient<Channel> {
 
 impl Node {
     /// Takes in records from peer `from`: a chain of this site's node must be a member's (or
-    /// one already held), another site's must be in the trust bundle; checkpoints are checked
-    /// with the site keys known here.
+    /// one already held); another site's is taken once the site is in the trust bundle;
+    /// checkpoints are checked with the site keys known here.
     pub async fn accept_audit(&self, from: &str, records: Vec<Record>) -> Result<Admission, NodeError> {
         let own_site = self.config().site.to_string();
         let members: Vec<u64> =
@@ -34,13 +34,17 @@ impl Node {
             let state = self.shared().read();
             state.state.trust.sites().map(|(site, _)| site.to_owned()).collect()
         };
+        // Another site's records wait until its keys are here (they arrive by sync or bundle,
+        // often a moment after a link comes up): not stored, not a problem; the peer offers
+        // them again. A node of this site that is not a member is a problem.
+        let (records, waiting): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| {
+            r.origin.site == own_site || held.contains_key(&r.origin) || known_sites.contains(&r.origin.site)
+        });
+        if let Some(first) = waiting.first() {
+            tracing::info!(from, site = %first.origin.site, records = waiting.len(), "audit records of a site whose keys are not known here yet: not taken");
+        }
         let is_known = move |origin: &RecordOrigin| {
-            held.contains_key(origin)
-                || if origin.site == own_site {
-                    members.contains(&origin.node)
-                } else {
-                    known_sites.contains(&origin.site)
-                }
+            held.contains_key(origin) || origin.site != own_site || members.contains(&origin.node)
         };
         let keys = |site: &str, kid: &str| self.site_key(site, kid);
         self.audit()
@@ -172,6 +176,10 @@ impl Node {
     ) -> std::convert::Infallible {
         loop {
             tokio::time::sleep(AUDIT_SYNC_EVERY).await;
+            if self.shared().read().state.trust.site(site).is_none() {
+                // Nothing of theirs could be checked yet: wait for their keys.
+                continue;
+            }
             let from = format!("{site}/link");
             let outcome = match self.pull_audit(channel.clone(), &from).await {
                 Ok(theirs) => {
