@@ -210,6 +210,7 @@ pub fn run(seed: u64, options: Options) -> Report {
     let audit_logs = invariants::audit_records::read_logs(&world);
     violations.extend(invariants::issuance_after_revocation::check(&audit_logs, &observer.revocations));
     violations.extend(invariants::audit_records::check(&world, &audit_logs));
+    violations.extend(invariants::audit_records::check_replicas(&world, &audit_logs));
     violations.extend(invariants::raft_safety::check_logs(&world));
     violations.extend(invariants::bundles::check(&world));
     if converged_at.is_some() {

@@ -4,12 +4,16 @@
 //! chain verifies. Protects "what did this agent do, when": no token exists that the audit
 //! trail does not show.
 //!
-//! Replication of audit records to other nodes and sites is not built yet (issue 7); when it
-//! is, "present everywhere it must be replicated to" joins this module.
+//!
+//! Replicas agree with their origin: every record a node holds of another node's chain is, byte
+//! for byte, the record that node wrote at that seq (no fork, none a crash undid), and no node
+//! reported a problem with records it received (forks, gaps, unknown nodes, forged
+//! checkpoints). Whether every record reaches every node in the end is tested with real
+//! processes (`tests/audit.rs`, `tests/delegation.rs`), not here.
 
 use super::Violation;
 use crate::world::{World, lock};
-use idmesh_audit::{Event, Record};
+use idmesh_audit::{Event, Record, RecordOrigin};
 use std::collections::BTreeMap;
 
 /// Most audit records read per node.
@@ -21,6 +25,55 @@ pub fn read_logs(world: &World) -> BTreeMap<String, Result<Vec<Record>, String>>
         .iter()
         .map(|(host, node)| (host.clone(), node.audit().read_from(1, RECORDS_MAX).map_err(|e| e.to_string())))
         .collect()
+}
+
+/// Replicas agree with their origins, and no node reported a problem with received records.
+pub fn check_replicas(world: &World, logs: &BTreeMap<String, Result<Vec<Record>, String>>) -> Vec<Violation> {
+    let nodes: Vec<(String, idmesh_node::Node)> =
+        lock(&world.nodes).iter().map(|(host, node)| (host.clone(), node.clone())).collect();
+    let own: BTreeMap<RecordOrigin, &Vec<Record>> = nodes
+        .iter()
+        .filter_map(|(host, node)| Some((node.audit().origin().clone(), logs.get(host)?.as_ref().ok()?)))
+        .collect();
+    let mut out = Vec::new();
+    for (host, node) in &nodes {
+        for problem in node.audit().problems() {
+            out.push(Violation::new(
+                "audit_records",
+                format!("{host} reported audit records from {}: {}", problem.from, problem.problem),
+            ));
+        }
+        for origin in node.audit().held().keys().filter(|o| *o != node.audit().origin()) {
+            let Some(written) = own.get(origin) else { continue };
+            let copy = match node.audit().read_chain(origin, 1, RECORDS_MAX) {
+                Ok(copy) => copy,
+                Err(e) => {
+                    out.push(Violation::new(
+                        "audit_records",
+                        format!("{host}: copy of {origin:?} unreadable: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            for record in &copy {
+                let original = usize::try_from(record.seq).ok().and_then(|s| written.get(s.checked_sub(1)?));
+                if original != Some(record) {
+                    out.push(Violation::new(
+                        "audit_records",
+                        format!(
+                            "{host} holds record {} of node {} of site {} unlike the one its node holds ({})",
+                            record.seq,
+                            origin.node,
+                            origin.site,
+                            if original.is_some() { "a fork" } else { "the origin has no such record" }
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The final check, over the logs [`read_logs`] read.
