@@ -17,7 +17,7 @@
 
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
 use idmesh_audit::{AuthzDecision, Event, Filter, Record, RecordOrigin};
-use idmesh_node::audit::keys::{index_keys, record_key};
+use idmesh_node::audit::keys::put_record;
 use idmesh_node::tokens::TokenRequest;
 use idmesh_node::{Node, NodeConfig, RunningNode};
 use idmesh_state::{Op, PublicJwk, RegisterAgent};
@@ -217,10 +217,7 @@ fn bulk_load(store: &dyn Store, count: u64, first: UnixMillis) -> UnixMillis {
         let at = (i % origins.len() as u64) as usize;
         time = UnixMillis(first.0 + i * 10);
         let record = Record::next(last[at].as_ref(), origins[at].clone(), time, decision(i));
-        batch.put(record_key(&record.origin, record.seq), serde_json::to_vec(&record).unwrap());
-        for key in index_keys(&record) {
-            batch.put(key, Vec::new());
-        }
+        put_record(&mut batch, &record, serde_json::to_vec(&record).unwrap());
         last[at] = Some(record);
         if batch.len() >= 100_000 {
             store.write(std::mem::take(&mut batch)).unwrap();
@@ -310,10 +307,7 @@ async fn catch_up(records: u64) {
         for i in 0..records {
             let record =
                 Record::next(last.as_ref(), origin.clone(), UnixMillis(1_700_000_000_000 + i), decision(i));
-            batch.put(record_key(&origin, record.seq), serde_json::to_vec(&record).unwrap());
-            for key in index_keys(&record) {
-                batch.put(key, Vec::new());
-            }
+            put_record(&mut batch, &record, serde_json::to_vec(&record).unwrap());
             last = Some(record);
             if batch.len() >= 100_000 {
                 store.write(std::mem::take(&mut batch)).unwrap();

@@ -127,10 +127,7 @@ impl Node {
                         .ok()
                 });
                 if let Some(claims) = signed.flatten() {
-                    record.agent = Some(claims.client_id.clone());
-                    record.on_behalf_of = claims.on_behalf_of().map(str::to_owned);
-                    record.actors = claims.actors();
-                    record.jti = Some(claims.jti.clone());
+                    name_token(&mut record, &claims);
                 }
             }
             Ok(verified) => {
@@ -169,11 +166,8 @@ impl Node {
                 outcome.errors = decision.errors;
                 outcome.agent = claims.client_id.clone();
                 outcome.on_behalf_of = on_behalf_of;
-                record.agent = Some(claims.client_id);
-                record.on_behalf_of = outcome.on_behalf_of.clone();
-                record.actors = actors.clone();
                 outcome.actors = actors;
-                record.jti = Some(claims.jti);
+                name_token(&mut record, &claims);
             }
         }
         record.allowed = outcome.allowed;
@@ -193,4 +187,13 @@ impl Node {
             }
         }
     }
+}
+
+/// Puts in the record whom the token names: its agent, the user it acts for, the acting chain
+/// and its `jti`.
+fn name_token(record: &mut AuthzDecision, claims: &idmesh_token::AccessClaims) {
+    record.agent = Some(claims.client_id.clone());
+    record.on_behalf_of = claims.on_behalf_of().map(str::to_owned);
+    record.actors = claims.actors();
+    record.jti = Some(claims.jti.clone());
 }

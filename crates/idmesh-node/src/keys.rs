@@ -35,6 +35,18 @@ fn fresh_secret(node: &Node) -> Result<KeySecret, NodeError> {
 }
 
 impl Node {
+    /// The public key of `site` named `kid`, as this node knows it: its own site's keys (every
+    /// one ever used, retired ones included) and other sites' from the trust bundle.
+    pub fn site_key(&self, site: &str, kid: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        let state = self.shared().read();
+        let public = if site == self.config().site.as_str() {
+            state.state.keys.all().iter().find(|k| k.kid == kid).map(|k| k.public.clone())
+        } else {
+            state.state.trust.site(site)?.keys.iter().find(|k| k.kid == kid).map(|k| k.public.clone())
+        }?;
+        ed25519_dalek::VerifyingKey::from_bytes(&public.key_bytes()).ok()
+    }
+
     /// The site's keys now, newest activation last.
     pub fn signing_keys(&self) -> Vec<KeyView> {
         let now = self.now();

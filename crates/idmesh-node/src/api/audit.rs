@@ -2,7 +2,6 @@
 
 use crate::audit::QUERY_LIMIT_MAX;
 use crate::{Node, NodeError};
-use ed25519_dalek::VerifyingKey;
 use futures::Stream;
 use idmesh_audit::{Filter, Record};
 use idmesh_proto::v1::audit_server::Audit;
@@ -96,20 +95,6 @@ pub fn record_to_proto(record: &Record) -> AuditRecord {
             None => String::new(),
         },
         json: serde_json::to_string(record).unwrap_or_default(),
-    }
-}
-
-impl Node {
-    /// The public key of `site` named `kid`, as this node knows it: its own site's keys (every
-    /// one ever used, retired ones included) and other sites' from the trust bundle.
-    pub fn site_key(&self, site: &str, kid: &str) -> Option<VerifyingKey> {
-        let state = self.shared().read();
-        let public = if site == self.config().site.as_str() {
-            state.state.keys.all().iter().find(|k| k.kid == kid).map(|k| k.public.clone())
-        } else {
-            state.state.trust.site(site)?.keys.iter().find(|k| k.kid == kid).map(|k| k.public.clone())
-        }?;
-        VerifyingKey::from_bytes(&public.key_bytes()).ok()
     }
 }
 

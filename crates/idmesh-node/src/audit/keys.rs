@@ -96,6 +96,14 @@ pub fn index_keys(record: &Record) -> Vec<Vec<u8>> {
     keys
 }
 
+/// Adds `record` (its stored form is `bytes`) and every index entry of it to `batch`.
+pub fn put_record(batch: &mut idmesh_store::WriteBatch, record: &Record, bytes: Vec<u8>) {
+    batch.put(record_key(&record.origin, record.seq), bytes);
+    for key in index_keys(record) {
+        batch.put(key, Vec::new());
+    }
+}
+
 /// `prefix` followed by a time: where entries written at `time` start.
 pub fn at_time(prefix: &[u8], time: UnixMillis) -> Vec<u8> {
     let mut key = prefix.to_vec();

@@ -21,7 +21,7 @@ use idmesh_raft::SharedState;
 use idmesh_raft::flusher::Flusher;
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
 use idmesh_types::UnixMillis;
-use keys::{AUDIT, chain_prefix, index_keys, parse_record_key, record_key};
+use keys::{AUDIT, chain_prefix, parse_record_key, put_record, record_key};
 use std::sync::Arc;
 use tokio::sync::{Mutex, broadcast};
 
@@ -221,10 +221,7 @@ impl AuditLog {
         let mut batch = WriteBatch::new();
         for record in records {
             let bytes = serde_json::to_vec(record).map_err(store_err)?;
-            batch.put(record_key(&record.origin, record.seq), bytes);
-            for key in index_keys(record) {
-                batch.put(key, Vec::new());
-            }
+            put_record(&mut batch, record, bytes);
         }
         self.store.write(batch).map_err(store_err)
     }
@@ -309,10 +306,7 @@ fn migrate_unindexed(store: &dyn Store, origin: &RecordOrigin) -> Result<(), Aud
                     detail: "a record of another node".into(),
                 });
             }
-            batch.put(record_key(origin, record.seq), bytes);
-            for index in index_keys(&record) {
-                batch.put(index, Vec::new());
-            }
+            put_record(&mut batch, &record, bytes);
             batch.delete(key);
         }
         store.write(batch).map_err(store_err)?;

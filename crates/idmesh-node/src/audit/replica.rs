@@ -2,7 +2,7 @@
 //! and taking in what a peer sent (checked by `idmesh_audit::admit`, stored durably with its
 //! indexes before anything is acknowledged).
 
-use super::keys::{RECORDS, chain_prefix, index_keys, parse_record_key, record_key};
+use super::keys::{RECORDS, chain_prefix, parse_record_key, put_record, record_key};
 use super::{AuditError, AuditLog, decode, store_err};
 use idmesh_audit::{Admission, Hash, Held, KeyLookup, Receiver, Record, RecordOrigin, admit};
 use idmesh_store::{KeyRange, Order, Store, WriteBatch};
@@ -63,11 +63,12 @@ impl AuditLog {
     }
 
     /// Records held here that a peer holding `theirs` (seq per chain) lacks, as stored, each
-    /// chain's in order, within [`TRANSFER_MAX_RECORDS`] / [`TRANSFER_MAX_BYTES`]. The flag
-    /// says whether more remain.
+    /// chain's in order, within [`TRANSFER_MAX_RECORDS`] / [`TRANSFER_MAX_BYTES`]; `theirs`
+    /// moves past what is returned, so a caller sending page after page passes it again. The
+    /// flag says whether more remain.
     pub fn records_after(
         &self,
-        theirs: &BTreeMap<RecordOrigin, u64>,
+        theirs: &mut BTreeMap<RecordOrigin, u64>,
     ) -> Result<(Vec<Vec<u8>>, bool), AuditError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -80,12 +81,15 @@ impl AuditLog {
             // Only up to the held tail: for this node's own chain, only what is durable.
             let room =
                 (TRANSFER_MAX_RECORDS - out.len()).min(usize::try_from(seq - from).unwrap_or(usize::MAX));
-            for (_, value) in self.store.scan(&range, Order::Ascending, room).map_err(store_err)? {
+            for (key, value) in self.store.scan(&range, Order::Ascending, room).map_err(store_err)? {
                 if bytes + value.len() > TRANSFER_MAX_BYTES && !out.is_empty() {
                     return Ok((out, true));
                 }
                 bytes += value.len();
                 out.push(value);
+                if let Some((_, sent)) = parse_record_key(&key) {
+                    theirs.insert(origin.clone(), sent);
+                }
             }
             if out.len() >= TRANSFER_MAX_RECORDS {
                 return Ok((out, true));
@@ -116,10 +120,7 @@ impl AuditLog {
             let mut batch = WriteBatch::new();
             for record in &admission.accepted {
                 let bytes = serde_json::to_vec(record).map_err(store_err)?;
-                batch.put(record_key(&record.origin, record.seq), bytes);
-                for key in index_keys(record) {
-                    batch.put(key, Vec::new());
-                }
+                put_record(&mut batch, record, bytes);
             }
             self.store.write(batch).map_err(store_err)?;
             self.flusher.flush().await.map_err(store_err)?;

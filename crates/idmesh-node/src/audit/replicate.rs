@@ -79,14 +79,10 @@ impl Node {
         let mut client = client(channel);
         let mut theirs = held_from_proto(theirs).map_err(|e| e.to_string())?;
         loop {
-            let (records, more) = self.audit().records_after(&theirs).map_err(|e| e.to_string())?;
+            // Counted as theirs once sent: what they refuse is reported, and sent again next round.
+            let (records, more) = self.audit().records_after(&mut theirs).map_err(|e| e.to_string())?;
             if records.is_empty() {
                 return Ok(());
-            }
-            // Counted as theirs once sent: what they refuse is reported, and sent again next round.
-            for record in records.iter().filter_map(|bytes| serde_json::from_slice::<Record>(bytes).ok()) {
-                let seq = theirs.entry(record.origin).or_insert(0);
-                *seq = (*seq).max(record.seq);
             }
             let request = AuditPushRequest {
                 trust_domain: self.config().trust_domain.to_string(),
@@ -114,17 +110,13 @@ impl Node {
         loop {
             let (records, more) = self
                 .audit()
-                .records_after(&theirs)
+                .records_after(&mut theirs)
                 .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
             if records.is_empty() || total_bytes >= AUDIT_BUNDLE_MAX_BYTES {
                 return Ok((chunks, count));
             }
             let mut chunk = Vec::new();
             for bytes in &records {
-                if let Ok(record) = serde_json::from_slice::<Record>(bytes) {
-                    let seq = theirs.entry(record.origin).or_insert(0);
-                    *seq = (*seq).max(record.seq);
-                }
                 chunk.extend_from_slice(bytes);
                 chunk.push(b'\n');
                 count += 1;

@@ -83,11 +83,11 @@ impl AuditPeer for AuditPeerService {
     async fn pull(&self, request: Request<AuditPullRequest>) -> Result<Response<AuditPullReply>, Status> {
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
-        let theirs = held_from_proto(&request.held).map_err(NodeError::from)?;
+        let mut theirs = held_from_proto(&request.held).map_err(NodeError::from)?;
         let (records, more) = self
             .node
             .audit()
-            .records_after(&theirs)
+            .records_after(&mut theirs)
             .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
         Ok(Response::new(AuditPullReply {
             records: records.into_iter().map(bytes::Bytes::from).collect(),
