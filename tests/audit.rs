@@ -1,6 +1,7 @@
 //! The audit trail on a real process: a burst of issuance cut by SIGKILL leaves a record of
 //! every token a client received; `idmesh audit query|trace|verify` over the result; bad
-//! queries refused with the field named.
+//! queries refused with the field named; every record reaches every node of a site; retention
+//! waits for a member that is down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -209,6 +210,77 @@ async fn every_record_reaches_every_node_of_the_site() {
             assert_eq!(records[0].node, *issued_at, "recorded by the node that issued it");
         }
     }
+}
+
+async fn verify_at(site: &Site, node: u64) -> idmesh_proto::v1::AuditVerifyResponse {
+    let mut api = AuditClient::new(channel(site.node(node).public).await);
+    api.verify(AuditVerifyRequest {}).await.unwrap().into_inner()
+}
+
+fn chain_of(reply: &idmesh_proto::v1::AuditVerifyResponse, node: u64) -> idmesh_proto::v1::AuditChainReport {
+    reply.chains.iter().find(|c| c.node == node).cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_waits_for_a_member_that_is_down_then_cuts_at_a_checkpoint() {
+    let options = Options { extra_args: vec!["--audit-retention-secs".into(), "1".into()] };
+    let mut site = Site::start(3, options);
+    site.wait_leader(WAIT).await;
+    register_bot(&site).await;
+    site.kill(3);
+    // Node 1 writes past a checkpoint (one every 1,000 records) while node 3 is down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4).map(|c| tokio::spawn(burst(site.node(1).public, c, stop.clone()))).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chain_of(&verify_at(&site, 1).await, 1).last_checkpoint_seq < 1000 {
+        assert!(Instant::now() < deadline, "no checkpoint after 1,000 records");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let tail = chain_of(&verify_at(&site, 1).await, 1).last_seq;
+    // Node 2 takes it all (and says so at its next pull); then node 1 runs retention passes
+    // (every 10 s) with records old enough: node 3's silence keeps them all.
+    let deadline = Instant::now() + WAIT;
+    while chain_of(&verify_at(&site, 2).await, 1).last_seq < tail {
+        assert!(Instant::now() < deadline, "node 2 does not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let kept = chain_of(&verify_at(&site, 1).await, 1);
+    assert!(kept.ok, "{kept:?}");
+    assert_eq!(kept.first_seq, 1, "removed while node 3 had not acknowledged: {kept:?}");
+    let status = site.cli(1, &["mesh", "status", "--output", "json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let chain = status["audit_chains"].as_array().unwrap().iter().find(|c| c["node"] == 1).unwrap().clone();
+    assert!(chain["acknowledged_seq"].as_u64().unwrap() < 1000, "{chain}");
+    assert_eq!(status["audit_retention_secs"], 1);
+
+    // Node 3 comes back, catches up and acknowledges: node 1 cuts just before a checkpoint,
+    // every node still verifies, and node 3 holds the whole chain of node 1.
+    site.spawn(3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cut = loop {
+        let chain = chain_of(&verify_at(&site, 1).await, 1);
+        assert!(chain.ok, "{chain:?}");
+        if chain.first_seq > 1 {
+            break chain;
+        }
+        assert!(Instant::now() < deadline, "nothing removed once node 3 acknowledged: {chain:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(cut.first_seq > 1000 && cut.first_seq <= cut.last_checkpoint_seq + 1, "{cut:?}");
+    let at_3 = chain_of(&verify_at(&site, 3).await, 1);
+    assert!(at_3.ok && at_3.last_seq >= tail, "{at_3:?}");
+    for node in 1..=3 {
+        let report = verify_at(&site, node).await;
+        assert!(report.ok, "node {node}: {report:?}");
+    }
+    let out = site.cli(1, &["audit", "query", "--action", "retention_applied", "--output", "json"]);
+    let cuts = json_lines(&out);
+    assert!(cuts.iter().any(|r| r["event"]["first_kept_seq"] == cut.first_seq), "{cuts:?}");
 }
 
 fn agent_spiffe(name: &str) -> String {

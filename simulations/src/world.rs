@@ -140,6 +140,7 @@ impl World {
             site_peers,
             links,
             raft,
+            audit_retention_secs: 0,
         }
     }
 

@@ -129,10 +129,12 @@ pub type KeyLookup<'a> = &'a (dyn Fn(&str, &str) -> Option<ed25519_dalek::Verify
 pub struct ChainVerifier {
     origin: Option<RecordOrigin>,
     last: Option<(u64, Hash)>,
-    from_start: bool,
+    /// Where the chain must start (`None`: anywhere).
+    starts_at: Option<u64>,
     records: u64,
     checkpoints: u64,
     last_checkpoint: Option<u64>,
+    first: Option<u64>,
 }
 
 /// What a verified (prefix of a) chain holds.
@@ -146,17 +148,34 @@ pub struct ChainSummary {
     pub checkpoints: u64,
     /// The newest record a verified checkpoint covers.
     pub last_checkpoint: Option<u64>,
+    /// The first record checked.
+    pub first: Option<u64>,
 }
 
 impl ChainVerifier {
     /// A verifier for a chain that must start at seq 1.
     pub fn from_start() -> Self {
-        Self { origin: None, last: None, from_start: true, records: 0, checkpoints: 0, last_checkpoint: None }
+        Self::from_cut(1)
+    }
+
+    /// A verifier for a chain whose records before `first_kept` were removed by retention: it
+    /// must start at `first_kept`, and (above 1) with a checkpoint of the record before it whose
+    /// signature verifies (see [`crate::retention`]).
+    pub fn from_cut(first_kept: u64) -> Self {
+        Self {
+            origin: None,
+            last: None,
+            starts_at: Some(first_kept.max(1)),
+            records: 0,
+            checkpoints: 0,
+            last_checkpoint: None,
+            first: None,
+        }
     }
 
     /// A verifier for a run of records that may start anywhere.
     pub fn from_anywhere() -> Self {
-        Self { from_start: false, ..Self::from_start() }
+        Self { starts_at: None, ..Self::from_start() }
     }
 
     /// Checks the next record. `keys`: the site keys to check checkpoints with (`None` checks
@@ -182,9 +201,31 @@ impl ChainVerifier {
                 if record.seq == 1 && record.prev_hash != Hash::default() {
                     return Err(broken("the first record must link to the zero hash".into()));
                 }
-                if self.from_start && record.seq != 1 {
-                    return Err(broken(format!("records 1 to {} are missing", record.seq - 1)));
+                match self.starts_at {
+                    Some(first) if record.seq > first => {
+                        return Err(broken(format!("records {first} to {} are missing", record.seq - 1)));
+                    }
+                    Some(first) if record.seq < first => {
+                        return Err(broken(format!(
+                            "the chain was cut at seq {first} by retention, yet it starts earlier"
+                        )));
+                    }
+                    Some(first) if first > 1 => {
+                        if !crate::retention::can_start_after_cut(record) {
+                            return Err(broken(format!(
+                                "records before {first} were removed by retention, so the chain must start with a checkpoint of record {}",
+                                first - 1
+                            )));
+                        }
+                        if keys.is_none() {
+                            return Err(broken(
+                                "a chain cut by retention can be proven only with its site's keys".into(),
+                            ));
+                        }
+                    }
+                    _ => {}
                 }
+                self.first = Some(record.seq);
             }
         }
         if let crate::Event::Checkpoint(checkpoint) = &record.event {
@@ -210,6 +251,7 @@ impl ChainVerifier {
             last: self.last,
             checkpoints: self.checkpoints,
             last_checkpoint: self.last_checkpoint,
+            first: self.first,
         }
     }
 }
@@ -313,5 +355,41 @@ mod tests {
         let error = check_all(&records[1..], &keys).unwrap_err();
         assert_eq!(error.seq, 2);
         assert!(error.reason.contains("records 1 to 1 are missing"), "{error}");
+    }
+
+    #[test]
+    fn a_chain_cut_by_retention_starts_with_a_signed_checkpoint() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let public = key.verifying_key();
+        let keys = move |site: &str, kid: &str| (site == "eu" && kid == "k1").then_some(public);
+        let mut records = signed_chain(&key, 4);
+        let last = records.last().unwrap().clone();
+        records.push(Record::next(Some(&last), origin(), UnixMillis(6000), Event::NodeStopping));
+        let run = |verifier: &mut ChainVerifier, from: usize| -> Result<ChainSummary, ChainError> {
+            for record in &records[from..] {
+                verifier.push(record, Some(&keys))?;
+            }
+            Ok(verifier.summary())
+        };
+        // Cut before the checkpoint (seq 5): what is kept proves itself.
+        let summary = run(&mut ChainVerifier::from_cut(5), 4).unwrap();
+        assert_eq!((summary.first, summary.records, summary.checkpoints), (Some(5), 2, 1));
+        // More removed than the cut says.
+        let error = run(&mut ChainVerifier::from_cut(5), 5).unwrap_err();
+        assert_eq!(error.seq, 6);
+        assert!(error.reason.contains("records 5 to 5 are missing"), "{error}");
+        // A cut that does not start at a checkpoint.
+        let error = run(&mut ChainVerifier::from_cut(4), 3).unwrap_err();
+        assert!(error.reason.contains("must start with a checkpoint of record 3"), "{error}");
+        // Records below the cut.
+        let error = run(&mut ChainVerifier::from_cut(5), 2).unwrap_err();
+        assert!(error.reason.contains("cut at seq 5"), "{error}");
+        // A forged checkpoint at the cut.
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let fake = crate::Checkpoint::sign(&forger, "k1", &origin(), 4, records[3].hash);
+        let forged = Record::next(Some(&records[3]), origin(), UnixMillis(5000), Event::Checkpoint(fake));
+        let error = ChainVerifier::from_cut(5).push(&forged, Some(&keys)).unwrap_err();
+        assert!(error.reason.contains("forged"), "{error}");
+        assert!(ChainVerifier::from_cut(5).push(&records[4], None).is_err(), "no keys, no proof");
     }
 }

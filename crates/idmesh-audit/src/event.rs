@@ -40,6 +40,8 @@ pub enum Event {
     },
     /// The node is stopping.
     NodeStopping,
+    /// Retention removed the oldest records of a chain held here (every holder had them).
+    RetentionApplied(RetentionCut),
 }
 
 impl Event {
@@ -59,6 +61,7 @@ impl Event {
             Event::BundleImported(_) => "bundle_imported",
             Event::KeyRotated { .. } => "key_rotated",
             Event::NodeStopping => "node_stopping",
+            Event::RetentionApplied(_) => "retention_applied",
         }
     }
 }
@@ -78,6 +81,21 @@ pub struct AdminChange {
     pub stage: String,
     /// The log index it applied at, or why it was refused.
     pub detail: String,
+}
+
+/// Records of one chain removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionCut {
+    /// The chain's site.
+    pub site: String,
+    /// The chain's node.
+    pub node: u64,
+    /// The first record kept: a checkpoint of the record before it.
+    pub first_kept_seq: u64,
+    /// Records removed by this cut.
+    pub removed: u64,
+    /// The retention period in force.
+    pub retention_secs: u64,
 }
 
 /// A sync session with another site, when it ended.

@@ -10,6 +10,7 @@ mod checkpoint;
 mod event;
 mod query;
 mod replica;
+pub mod retention;
 
 pub use chain::{
     ChainError, ChainSummary, ChainVerifier, Hash, KeyLookup, Record, RecordOrigin, verify_chain,
@@ -17,7 +18,7 @@ pub use chain::{
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use event::{
     AdminChange, AuthzDecision, BundleTransfer, Event, ExchangedToken, IssuedToken, RefusedExchange,
-    RefusedToken, SyncSessionEnded,
+    RefusedToken, RetentionCut, SyncSessionEnded,
 };
 pub use query::{Filter, Subjects, Term};
 pub use replica::{Admission, Held, Problem, Receiver, admit};

@@ -81,8 +81,10 @@ impl fmt::Display for Problem {
 pub struct Admission {
     /// To store, each chain's in order.
     pub accepted: Vec<Record>,
-    /// Already held, identical.
+    /// Already held, identical (or older than where retention cut the chain here).
     pub duplicates: u64,
+    /// Chains new here that start after a retention cut elsewhere: origin and first seq.
+    pub cut_starts: Vec<(RecordOrigin, u64)>,
     /// Not stored, and why.
     pub problems: Vec<Problem>,
 }
@@ -95,8 +97,11 @@ pub struct Receiver<'a> {
     pub is_known: &'a (dyn Fn(&RecordOrigin) -> bool + Sync),
     /// The hash of a record held (to tell duplicates from forks).
     pub held_hash: &'a (dyn Fn(&RecordOrigin, u64) -> Option<Hash> + Sync),
-    /// Site keys, to check checkpoints (a key not known yet is not a reason to refuse).
+    /// Site keys, to check checkpoints (a key not known yet is not a reason to refuse, except
+    /// for the checkpoint a cut chain starts with).
     pub keys: KeyLookup<'a>,
+    /// The first record kept here of a chain (above 1 once retention cut it).
+    pub first_kept: &'a (dyn Fn(&RecordOrigin) -> u64 + Sync),
 }
 
 impl fmt::Debug for Receiver<'_> {
@@ -116,7 +121,11 @@ pub fn admit(held: &Held, incoming: Vec<Record>, receiver: &Receiver<'_>) -> Adm
         }
         let origin = record.origin.clone();
         let (tail_seq, tail_hash) = tails.get(&origin).copied().unwrap_or((0, Hash::default()));
-        let problem = if record.seq <= tail_seq {
+        let problem = if record.seq < (receiver.first_kept)(&origin) {
+            // Removed here by retention once every holder had it: nothing left to compare.
+            out.duplicates += 1;
+            continue;
+        } else if record.seq <= tail_seq {
             if (receiver.held_hash)(&origin, record.seq) == Some(record.hash) {
                 out.duplicates += 1;
                 continue;
@@ -126,6 +135,13 @@ pub fn admit(held: &Held, incoming: Vec<Record>, receiver: &Receiver<'_>) -> Adm
             Problem::NotWrittenHere { seq: record.seq }
         } else if !(receiver.is_known)(&origin) {
             Problem::UnknownNode { origin: origin.clone() }
+        } else if tail_seq == 0 && record.seq > 1 && starts_after_cut(&record, receiver.keys) {
+            // The sender removed the records before it (retention); the signed checkpoint
+            // proves the hash the chain continues from.
+            tails.insert(origin.clone(), (record.seq, record.hash));
+            out.cut_starts.push((origin, record.seq));
+            out.accepted.push(record);
+            continue;
         } else if record.seq != tail_seq + 1 {
             Problem::Gap { origin: origin.clone(), expected: tail_seq + 1, got: record.seq }
         } else if let Err(reason) = check_next(&record, tail_hash, receiver.keys) {
@@ -139,6 +155,13 @@ pub fn admit(held: &Held, incoming: Vec<Record>, receiver: &Receiver<'_>) -> Adm
         stopped.insert(origin);
     }
     out
+}
+
+fn starts_after_cut(record: &Record, keys: KeyLookup<'_>) -> bool {
+    let Event::Checkpoint(checkpoint) = &record.event else { return false };
+    record.hash_is_valid()
+        && crate::retention::can_start_after_cut(record)
+        && checkpoint.verify(&record.origin, keys).is_ok()
 }
 
 fn check_next(record: &Record, tail_hash: Hash, keys: KeyLookup<'_>) -> Result<(), String> {
@@ -191,7 +214,13 @@ mod tests {
         admit(
             held,
             incoming,
-            &Receiver { own: &own, is_known: &is_known, held_hash: &held_hash, keys: &keys },
+            &Receiver {
+                own: &own,
+                is_known: &is_known,
+                held_hash: &held_hash,
+                keys: &keys,
+                first_kept: &|o: &RecordOrigin| if o.node == 7 { 3 } else { 1 },
+            },
         )
     }
 
@@ -258,5 +287,35 @@ mod tests {
             matches!(&forged.problems[0], Problem::Invalid { seq: 3, reason, .. } if reason.contains("forged"))
         );
         assert_eq!(sign(5, "not-yet-known").accepted.len(), 3);
+    }
+
+    #[test]
+    fn a_chain_cut_elsewhere_is_taken_from_its_signed_checkpoint() {
+        let ship = at("ship", 2);
+        let records = chain(&ship, 4);
+        let cut = |seed: u8, kid: &str| {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+            let checkpoint = Checkpoint::sign(&key, kid, &ship, 4, records[3].hash);
+            let start =
+                Record::next(Some(&records[3]), ship.clone(), UnixMillis(9), Event::Checkpoint(checkpoint));
+            let next = Record::next(Some(&start), ship.clone(), UnixMillis(10), Event::NodeStopping);
+            run(&Held::new(), &[], vec![start, next])
+        };
+        let taken = cut(4, "k");
+        assert_eq!((taken.accepted.len(), taken.cut_starts.clone()), (2, vec![(ship.clone(), 5)]));
+        // Forged, or signed by a key not known here: no proof, so a gap.
+        for refused in [cut(5, "k"), cut(4, "not-yet-known")] {
+            assert!(refused.accepted.is_empty());
+            assert!(matches!(refused.problems[0], Problem::Gap { expected: 1, got: 5, .. }));
+        }
+        // A plain record cannot start a chain after a cut.
+        let gap = run(&Held::new(), &[], records[2..].to_vec());
+        assert!(matches!(gap.problems[0], Problem::Gap { expected: 1, got: 3, .. }));
+        // Records older than a cut made here are not compared (they were removed).
+        let cut_here = at("ship", 7);
+        let old = chain(&cut_here, 2);
+        let held: Held = [(cut_here, (5, Hash::default()))].into();
+        let admission = run(&held, &[], old);
+        assert_eq!((admission.duplicates, admission.problems.len()), (2, 0));
     }
 }

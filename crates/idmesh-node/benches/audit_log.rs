@@ -12,7 +12,8 @@
 //!    it holds them all.
 //!
 //! `cargo bench -p idmesh-node --bench audit_log`; `IDMESH_BENCH_SECS` (default 3) per case;
-//! `IDMESH_BENCH_ONLY=appends|issuance|queries|catch_up` runs one section.
+//! `IDMESH_BENCH_ONLY=appends|issuance|queries|catch_up` runs one section;
+//! `IDMESH_BENCH_AUDIT_DIR=DIR` keeps the query section's store in DIR and reuses it next time.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _};
@@ -205,9 +206,21 @@ async fn issuance(secs: f64) {
     }
 }
 
+/// Resident memory of this process, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().split(' ').next()?.parse::<u64>().ok());
+    kib.unwrap_or(0) / 1024
+}
+
 /// Writes `count` decisions spread over 9 nodes of 3 sites straight into `store` (chained, with
-/// their indexes), one batch per 10,000; returns the time span they cover.
+/// their indexes), `IDMESH_BENCH_LOAD_BATCH` records per write (default 10,000); returns the
+/// time span they cover.
 fn bulk_load(store: &dyn Store, count: u64, first: UnixMillis) -> UnixMillis {
+    let per_write = env_or("IDMESH_BENCH_LOAD_BATCH", 10_000);
     let origins: Vec<RecordOrigin> =
         (0..9).map(|n| RecordOrigin { site: format!("s{}", n / 3), node: n % 3 + 1 }).collect();
     let mut last: Vec<Option<Record>> = vec![None; origins.len()];
@@ -219,8 +232,11 @@ fn bulk_load(store: &dyn Store, count: u64, first: UnixMillis) -> UnixMillis {
         let record = Record::next(last[at].as_ref(), origins[at].clone(), time, decision(i));
         put_record(&mut batch, &record, serde_json::to_vec(&record).unwrap());
         last[at] = Some(record);
-        if batch.len() >= 100_000 {
+        if (i + 1) % per_write == 0 {
             store.write(std::mem::take(&mut batch)).unwrap();
+        }
+        if (i + 1) % 500_000 == 0 {
+            eprintln!("loaded {} records, RSS {} MiB", i + 1, rss_mib());
         }
     }
     store.write(batch).unwrap();
@@ -229,21 +245,32 @@ fn bulk_load(store: &dyn Store, count: u64, first: UnixMillis) -> UnixMillis {
 }
 
 async fn queries(records: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = sled(dir.path());
-    // A node first (a data dir holds its identity), then the records, then the node again.
-    let first_run = ready(Node::start_on(config("bench", dir.path()), store.clone()).await.unwrap()).await;
-    first_run.shutdown().await;
-    let started = Instant::now();
+    // `IDMESH_BENCH_AUDIT_DIR` keeps the loaded store, so a large log is loaded once and its
+    // queries can be measured again later (on a quiet machine).
+    let temp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("IDMESH_BENCH_AUDIT_DIR").map_or_else(|| temp.path().to_owned(), Into::into);
+    let marker = dir.join(format!("loaded-{records}"));
+    let store = sled(&dir);
     let first = UnixMillis(1_700_000_000_000);
-    let end = bulk_load(store.as_ref(), records, first);
-    let load_secs = started.elapsed().as_secs_f64();
+    let (end, loaded) = if let Ok(text) = std::fs::read_to_string(&marker) {
+        (UnixMillis(first.0 + (records - 1) * 10), format!("loaded earlier: {}", text.trim()))
+    } else {
+        // A node first (a data dir holds its identity), then the records, then the node again.
+        let first_run = ready(Node::start_on(config("bench", &dir), store.clone()).await.unwrap()).await;
+        first_run.shutdown().await;
+        let started = Instant::now();
+        let end = bulk_load(store.as_ref(), records, first);
+        let text = format!("in {:.0} s", started.elapsed().as_secs_f64());
+        std::fs::write(&marker, &text).unwrap();
+        (end, format!("loaded {text}"))
+    };
     let disk = store.size_on_disk().unwrap_or(0);
-    let running = ready(Node::start_on(config("bench", dir.path()), store).await.unwrap()).await;
+    let running = ready(Node::start_on(config("bench", &dir), store).await.unwrap()).await;
     let audit = running.node.audit();
     println!(
-        "\n## Queries over {records} records (sled; loaded in {load_secs:.0} s, {} MiB on disk)\n",
-        disk >> 20
+        "\n## Queries over {records} records (sled; {loaded}, {} MiB on disk; RSS {} MiB after reopening)\n",
+        disk >> 20,
+        rss_mib()
     );
     println!("| query | records | pages | total ms (cold) | first page ms (cold) | total ms (warm) |");
     println!("|---|---|---|---|---|---|");
@@ -288,6 +315,7 @@ async fn queries(records: u64) {
         let (_, _, warm_ms, _) = run(&filter, whole);
         println!("| {what} | {found} | {pages} | {cold_ms:.1} | {first_page_ms:.1} | {warm_ms:.1} |");
     }
+    println!("\nRSS after the queries: {} MiB", rss_mib());
     running.shutdown().await;
 }
 

@@ -104,6 +104,12 @@ impl Node {
             for_site: for_site.map(str::to_owned),
             kid,
             chunk_count: 0,
+            audit_held: self
+                .audit()
+                .held()
+                .into_iter()
+                .map(|(o, (seq, _))| bundle::AuditHeldEntry { site: o.site, node: o.node, seq })
+                .collect(),
         };
         // Audit records: those the target was last known to hold are left out (all, for a
         // bundle made for no site or for a site never reached by a link).
@@ -201,6 +207,17 @@ impl Node {
         };
         self.record(record).await?;
         let audit_records = self.import_audit_records(&header, &opened_audit).await;
+        // What the exporting node held: its site's acknowledgement (signed with the bundle).
+        let holder =
+            idmesh_audit::RecordOrigin { site: header.origin_site.clone(), node: header.origin_node };
+        let held = header
+            .audit_held
+            .iter()
+            .map(|h| (idmesh_audit::RecordOrigin { site: h.site.clone(), node: h.node }, h.seq))
+            .collect();
+        if let Err(e) = self.audit().note_acknowledged(holder, held) {
+            tracing::warn!(error = %e, bundle = %header.bundle_id, "audit: cannot note what the bundle's origin holds");
+        }
         let event = Event::BundleImported(BundleTransfer {
             bundle: header.bundle_id.clone(),
             from_site: header.origin_site.clone(),

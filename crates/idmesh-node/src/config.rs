@@ -30,6 +30,9 @@ pub struct NodeConfig {
     pub raft: RaftTiming,
     /// Token issuance.
     pub tokens: TokenSettings,
+    /// Audit records older than this may be removed once every holder has them (see
+    /// `audit::retention`); 0 keeps every record forever.
+    pub audit_retention_secs: u64,
 }
 
 /// How this node issues tokens. Every node of a site should use the same settings.
@@ -125,6 +128,7 @@ impl NodeConfig {
             site_peers: BTreeMap::from([(NodeId(1), peer_listen.to_string())]),
             raft: RaftTiming::default(),
             links: Vec::new(),
+            audit_retention_secs: 0,
         }
     }
 
@@ -200,6 +204,15 @@ impl NodeConfig {
         }
         if k.key_activation_delay_secs > 7 * 86_400 {
             return Err(InvalidField::new("key_activation_delay_secs", "must be at most 604800 (a week)"));
+        }
+        if self.audit_retention_secs > crate::audit::RETENTION_MAX_SECS {
+            return Err(InvalidField::new(
+                "audit_retention_secs",
+                format!(
+                    "must be at most {} (100 years); 0 keeps every record",
+                    crate::audit::RETENTION_MAX_SECS
+                ),
+            ));
         }
         let most = idmesh_types::limits::ACTOR_CHAIN_MAX_DEPTH;
         if k.max_actor_chain_depth == 0 || k.max_actor_chain_depth > most {

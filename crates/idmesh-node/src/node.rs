@@ -186,6 +186,7 @@ impl Node {
         tokio::spawn(node.clone().publish_trust_when_leading(stopped.clone()));
         tokio::spawn(node.clone().checkpoint_audit_periodically(stopped.clone()));
         tokio::spawn(node.clone().replicate_audit_in_site(stopped.clone()));
+        tokio::spawn(node.clone().retain_audit_periodically(stopped.clone()));
         for (site, addr) in node.config().links.clone() {
             tokio::spawn(crate::mesh::run_link(node.clone(), site.to_string(), addr, stopped.clone()));
         }

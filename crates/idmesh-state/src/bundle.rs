@@ -53,6 +53,22 @@ pub struct BundleHeader {
     pub kid: String,
     /// Number of chunks.
     pub chunk_count: u32,
+    /// The audit records the exporting node held when it made the bundle, newest per chain:
+    /// its acknowledgement, which retention at the importing site waits for. Absent in
+    /// bundles of older nodes.
+    #[serde(default)]
+    pub audit_held: Vec<AuditHeldEntry>,
+}
+
+/// The newest audit record of one chain a node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHeldEntry {
+    /// The chain's site.
+    pub site: String,
+    /// The chain's node.
+    pub node: u64,
+    /// The newest record held (and every one before it).
+    pub seq: u64,
 }
 
 /// A bundle that checked out: its header and its chunks.
@@ -278,6 +294,7 @@ mod tests {
             for_site: None,
             kid: kid.into(),
             chunk_count: 0,
+            audit_held: vec![AuditHeldEntry { site: "east".into(), node: 1, seq: 9 }],
         }
     }
 

@@ -158,10 +158,11 @@ pub async fn audit(client: ClientArgs, command: AuditCommand) -> Result<(), Fail
             for chain in &reply.chains {
                 match client.output {
                     OutputFormat::Table => line(&format!(
-                        "{}/{}  records={} last_seq={} checkpoints={} signed_through={}  {}",
+                        "{}/{}  records={} seq={}..{} checkpoints={} signed_through={}  {}",
                         chain.site,
                         chain.node,
                         chain.records,
+                        chain.first_seq,
                         chain.last_seq,
                         chain.checkpoints,
                         chain.last_checkpoint_seq,
@@ -176,6 +177,7 @@ pub async fn audit(client: ClientArgs, command: AuditCommand) -> Result<(), Fail
                             "site": chain.site,
                             "node": chain.node,
                             "records": chain.records,
+                            "first_seq": chain.first_seq,
                             "last_seq": chain.last_seq,
                             "last_hash": chain.last_hash,
                             "checkpoints": chain.checkpoints,

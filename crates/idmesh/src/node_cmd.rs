@@ -88,6 +88,10 @@ pub struct NodeArgs {
     /// grant pass on to one more sub-agent [default: 3].
     #[arg(long)]
     pub max_actor_chain_depth: Option<usize>,
+    /// Audit records older than this may be removed once every member of the site and every
+    /// known site holds them; 0 keeps every record [default: 0].
+    #[arg(long)]
+    pub audit_retention_secs: Option<u64>,
 }
 
 macro_rules! prefer_flags {
@@ -133,6 +137,7 @@ impl NodeArgs {
             clock_leeway_secs,
             key_activation_delay_secs,
             max_actor_chain_depth,
+            audit_retention_secs,
         ))
     }
 
@@ -193,6 +198,7 @@ impl NodeArgs {
             links,
             raft,
             tokens,
+            audit_retention_secs: a.audit_retention_secs.unwrap_or(0),
         };
         config.validate()?;
         Ok(config)

@@ -367,8 +367,10 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
             })).collect::<Vec<_>>(),
             "audit_chains": status.audit_chains.iter().map(|c| json!({
                 "site": c.site, "node": c.node, "last_seq": c.last_seq,
+                "first_seq": c.first_seq, "acknowledged_seq": c.acknowledged_seq,
             })).collect::<Vec<_>>(),
             "audit_problems": status.audit_problems,
+            "audit_retention_secs": status.audit_retention_secs,
         })),
         OutputFormat::Table => {
             say!("site {} node {}  state hash {}", status.site, status.node_id, status.state_hash);
@@ -387,9 +389,22 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
                 })
                 .collect();
             table(["SITE", "LINK", "SYNC AGE", "PENDING", "RECEIVED", "LAST ERROR"], &rows);
-            let chains: Vec<String> =
-                status.audit_chains.iter().map(|c| format!("{}/{}:{}", c.site, c.node, c.last_seq)).collect();
-            say!("audit chains held  {}", chains.join("  "));
+            let rows: Vec<[String; 4]> = status
+                .audit_chains
+                .iter()
+                .map(|c| {
+                    [
+                        format!("{}/{}", c.site, c.node),
+                        format!("{}..{}", c.first_seq, c.last_seq),
+                        c.acknowledged_seq.to_string(),
+                        match status.audit_retention_secs {
+                            0 => "kept forever".to_owned(),
+                            secs => format!("{secs}s once acknowledged"),
+                        },
+                    ]
+                })
+                .collect();
+            table(["AUDIT CHAIN", "RECORDS HELD", "ACKNOWLEDGED BY ALL", "RETENTION"], &rows);
             for problem in &status.audit_problems {
                 say!("AUDIT PROBLEM  {problem}");
             }

@@ -174,6 +174,7 @@ impl Audit for AuditApi {
                 ok: r.broken.is_none(),
                 broken_seq: r.broken.as_ref().map_or(0, |b| b.seq),
                 broken_reason: r.broken.as_ref().map(|b| b.reason.clone()).unwrap_or_default(),
+                first_seq: r.summary.first.unwrap_or(0),
             })
             .collect();
         let ok = chains.iter().all(|c| c.ok);

@@ -135,17 +135,22 @@ impl Mesh for MeshApi {
             node_id: self.node.config().node_id.0,
             state_hash: self.node.shared().state_hash(),
             sites,
-            audit_chains: self
-                .node
-                .audit()
-                .held()
-                .iter()
-                .map(|(o, (seq, _))| idmesh_proto::v1::AuditChainHeld {
-                    site: o.site.clone(),
-                    node: o.node,
-                    last_seq: *seq,
-                })
-                .collect(),
+            audit_chains: {
+                let acknowledged = self.node.audit_acknowledged_by_all();
+                let audit = self.node.audit();
+                audit
+                    .held()
+                    .iter()
+                    .map(|(o, (seq, _))| idmesh_proto::v1::AuditChainHeld {
+                        site: o.site.clone(),
+                        node: o.node,
+                        last_seq: *seq,
+                        first_seq: audit.first_kept(o),
+                        acknowledged_seq: acknowledged.get(o).copied().unwrap_or(0),
+                    })
+                    .collect()
+            },
+            audit_retention_secs: self.node.config().audit_retention_secs,
             audit_problems: self
                 .node
                 .audit()

@@ -4,7 +4,9 @@
 //! audit/r/<origin><seq BE>                               the record (JSON)
 //! audit/t/<time BE><origin><seq BE>                      every record, by time
 //! audit/i/<tag><len u16 BE><value><time BE><origin><seq BE>  by agent, user, jti, action
-//! origin = <site len u8><site><node BE>
+//! audit/a/<holder>                                       what a holder acknowledged (JSON)
+//! audit/f/<origin>                                       first record kept (seq BE), once cut
+//! origin = holder = <site len u8><site><node BE>
 //! ```
 //!
 //! Every index is ordered by time, so a query reads one contiguous range of one index, in time
@@ -21,6 +23,10 @@ pub const RECORDS: &[u8] = b"audit/r/";
 pub const BY_TIME: &[u8] = b"audit/t/";
 /// The term indexes.
 pub const BY_TERM: &[u8] = b"audit/i/";
+/// What other nodes acknowledged holding.
+pub const ACKNOWLEDGED: &[u8] = b"audit/a/";
+/// Where retention cut each chain.
+pub const FIRST_KEPT: &[u8] = b"audit/f/";
 
 /// The origin's bytes inside keys.
 pub fn origin_bytes(origin: &RecordOrigin) -> Vec<u8> {
@@ -34,11 +40,25 @@ pub fn origin_bytes(origin: &RecordOrigin) -> Vec<u8> {
     out
 }
 
-/// The prefix of one origin's records.
-pub fn chain_prefix(origin: &RecordOrigin) -> Vec<u8> {
-    let mut key = RECORDS.to_vec();
+/// `prefix` followed by the origin's bytes.
+pub fn origin_key(prefix: &[u8], origin: &RecordOrigin) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(&origin_bytes(origin));
     key
+}
+
+/// The origin a key under `prefix` names (see [`origin_key`]).
+pub fn parse_origin_key(prefix: &[u8], key: &[u8]) -> Option<RecordOrigin> {
+    let rest = key.strip_prefix(prefix)?;
+    let (&len, rest) = rest.split_first()?;
+    let site = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+    let node = rest.get(usize::from(len)..)?;
+    Some(RecordOrigin { site: site.to_owned(), node: u64::from_be_bytes(node.try_into().ok()?) })
+}
+
+/// The prefix of one origin's records.
+pub fn chain_prefix(origin: &RecordOrigin) -> Vec<u8> {
+    origin_key(RECORDS, origin)
 }
 
 /// The key of record `seq` of `origin`.
@@ -135,7 +155,9 @@ mod tests {
         let action = term_prefix(&Term::Action("node_stopping".into()));
         assert_eq!(record_key_of_entry(&action, &keys[1]).unwrap(), record_key(&origin, 1));
         assert!(keys[0].starts_with(&at_time(BY_TIME, UnixMillis(77))));
-        assert_eq!(parse_record_key(&record_key(&origin, 9)), Some((origin, 9)));
+        assert_eq!(parse_record_key(&record_key(&origin, 9)), Some((origin.clone(), 9)));
         assert_eq!(parse_record_key(b"audit/r/\x04ship"), None);
+        assert_eq!(parse_origin_key(FIRST_KEPT, &origin_key(FIRST_KEPT, &origin)), Some(origin));
+        assert_eq!(parse_origin_key(FIRST_KEPT, b"audit/f/\x04ship\0"), None);
     }
 }

@@ -11,10 +11,12 @@ pub mod keys;
 mod query;
 mod replica;
 mod replicate;
+mod retention;
 
 pub use query::{AuditPage, ChainReport, QUERY_LIMIT_MAX};
 pub use replica::{RECORD_MAX_BYTES, ReportedProblem, TRANSFER_MAX_BYTES, TRANSFER_MAX_RECORDS};
 pub use replicate::AUDIT_SYNC_EVERY;
+pub use retention::{Cut, RETENTION_EVERY, RETENTION_MAX_SECS};
 
 use idmesh_audit::{Checkpoint, Event, Hash, Held, Record, RecordOrigin};
 use idmesh_raft::SharedState;
@@ -75,6 +77,13 @@ pub struct AuditLog {
     /// Records from peers are taken in one batch at a time.
     accepting: Mutex<()>,
     problems: std::sync::Mutex<std::collections::VecDeque<replica::ReportedProblem>>,
+    /// What other holders last said they hold, by holder.
+    acknowledged:
+        std::sync::Mutex<std::collections::BTreeMap<RecordOrigin, idmesh_audit::retention::Acknowledged>>,
+    /// Where retention cut each chain (absent: never cut).
+    first_kept: std::sync::Mutex<std::collections::BTreeMap<RecordOrigin, u64>>,
+    /// One retention pass at a time.
+    removing: std::sync::Mutex<()>,
 }
 
 impl AuditLog {
@@ -124,6 +133,8 @@ impl AuditLog {
         }
         let (appended, _) = broadcast::channel(FOLLOW_BUFFER);
         let held = replica::load_held(store.as_ref())?;
+        let acknowledged = retention::load_acknowledged(store.as_ref())?;
+        let first_kept = retention::load_first_kept(store.as_ref())?;
         Ok(Self {
             store,
             flusher,
@@ -135,6 +146,9 @@ impl AuditLog {
             held: std::sync::Mutex::new(held),
             accepting: Mutex::new(()),
             problems: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            acknowledged: std::sync::Mutex::new(acknowledged),
+            first_kept: std::sync::Mutex::new(first_kept),
+            removing: std::sync::Mutex::new(()),
         })
     }
 

@@ -142,7 +142,8 @@ impl AuditLog {
                     if let Some((origin, verifier, broken)) = current.take() {
                         reports.push(ChainReport { origin, summary: verifier.summary(), broken });
                     }
-                    current = Some((origin.clone(), ChainVerifier::from_start(), None));
+                    let verifier = ChainVerifier::from_cut(self.first_kept(&origin));
+                    current = Some((origin.clone(), verifier, None));
                 }
                 let Some((_, verifier, broken)) = current.as_mut() else { continue };
                 if broken.is_some() {

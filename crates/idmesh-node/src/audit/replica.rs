@@ -114,7 +114,9 @@ impl AuditLog {
             let bytes = store.get(&record_key(origin, seq)).ok()??;
             decode(&bytes).ok().map(|r| r.hash)
         };
-        let receiver = Receiver { own: &self.origin, is_known, held_hash: &held_hash, keys };
+        let first_kept = |origin: &RecordOrigin| self.first_kept(origin);
+        let receiver =
+            Receiver { own: &self.origin, is_known, held_hash: &held_hash, keys, first_kept: &first_kept };
         let admission = admit(&held, records, &receiver);
         if !admission.accepted.is_empty() {
             let mut batch = WriteBatch::new();
@@ -122,8 +124,15 @@ impl AuditLog {
                 let bytes = serde_json::to_vec(record).map_err(store_err)?;
                 put_record(&mut batch, record, bytes);
             }
+            for (origin, seq) in &admission.cut_starts {
+                self.cut_chain(&mut batch, origin, *seq);
+            }
             self.store.write(batch).map_err(store_err)?;
             self.flusher.flush().await.map_err(store_err)?;
+            for (origin, seq) in &admission.cut_starts {
+                tracing::info!(from, site = %origin.site, node = origin.node, first_kept_seq = seq, "audit: a chain cut by retention elsewhere starts here at a signed checkpoint");
+                self.note_cut(origin, *seq);
+            }
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             for record in &admission.accepted {
                 held.insert(record.origin.clone(), (record.seq, record.hash));

@@ -55,8 +55,14 @@ impl Node {
 
     /// Pulls from the peer on `channel` until it has nothing more (a node far behind catches
     /// up at once, not one page per round), or a page brings nothing new; returns what the
-    /// peer holds.
-    pub async fn pull_audit(&self, channel: Channel, from: &str) -> Result<Vec<AuditHeld>, String> {
+    /// peer holds, and notes it as the acknowledgement of `holder` (the peer; node 0 when only
+    /// its site is known).
+    pub async fn pull_audit(
+        &self,
+        channel: Channel,
+        from: &str,
+        holder: &RecordOrigin,
+    ) -> Result<Vec<AuditHeld>, String> {
         let mut client = client(channel);
         loop {
             let request = AuditPullRequest {
@@ -69,6 +75,8 @@ impl Node {
             let records = records_from_wire(&reply.records).map_err(|e| e.to_string())?;
             let admission = self.accept_audit(from, records).await.map_err(|e| e.to_string())?;
             if !reply.more || !admission.problems.is_empty() || admission.accepted.is_empty() {
+                let theirs = held_from_proto(&reply.held).map_err(|e| e.to_string())?;
+                self.audit().note_acknowledged(holder.clone(), theirs).map_err(|e| e.to_string())?;
                 return Ok(reply.held);
             }
         }
@@ -152,7 +160,8 @@ impl Node {
             for (id, addr) in members {
                 let Ok(channel) = self.peers().channel(id, &addr) else { continue };
                 let from = format!("{}/{id}", self.config().site);
-                if let Err(e) = self.pull_audit(channel, &from).await {
+                let holder = RecordOrigin { site: self.config().site.to_string(), node: id };
+                if let Err(e) = self.pull_audit(channel, &from, &holder).await {
                     tracing::debug!(peer = id, error = %e, "audit pull failed");
                 }
             }
@@ -173,7 +182,8 @@ impl Node {
                 continue;
             }
             let from = format!("{site}/link");
-            let outcome = match self.pull_audit(channel.clone(), &from).await {
+            let holder = RecordOrigin { site: site.to_owned(), node: 0 };
+            let outcome = match self.pull_audit(channel.clone(), &from, &holder).await {
                 Ok(theirs) => {
                     if let Ok(held) = held_from_proto(&theirs) {
                         self.mesh().update(site, |s| s.audit_held = held);

@@ -84,6 +84,15 @@ impl AuditPeer for AuditPeerService {
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
         let mut theirs = held_from_proto(&request.held).map_err(NodeError::from)?;
+        // What the caller holds is its acknowledgement (retention waits for it). Until peers
+        // authenticate (mTLS, issue 8) the caller's site and node are as it claims.
+        let holder = RecordOrigin { site: request.from_site.clone(), node: request.from_node };
+        if holder != *self.node.audit().origin() && !holder.site.is_empty() {
+            self.node
+                .audit()
+                .note_acknowledged(holder, theirs.clone())
+                .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
+        }
         let (records, more) = self
             .node
             .audit()
