@@ -282,6 +282,16 @@ impl Node {
             trust: SiteTrust {
                 issuer: self.config().tokens.issuer.clone(),
                 keys: self.shared().read().state.keys.trusted(),
+                nodes: {
+                    let mut nodes = self.member_ids();
+                    let state = self.shared().read();
+                    nodes.extend(
+                        state.state.trust.site(self.config().site.as_str()).map_or(&[][..], |t| &t.nodes),
+                    );
+                    nodes.sort_unstable();
+                    nodes.dedup();
+                    nodes
+                },
             },
         }
     }
@@ -311,6 +321,12 @@ impl Node {
         }
         if file.trust.keys.is_empty() || file.trust.keys.len() > idmesh_state::keys::SITE_KEYS_MAX_COUNT * 4 {
             return Err(invalid("must hold 1 to 32 keys".into()));
+        }
+        if file.trust.nodes.len() > idmesh_state::crdt::SITE_NODES_MAX_COUNT {
+            return Err(invalid(format!(
+                "must list at most {} nodes",
+                idmesh_state::crdt::SITE_NODES_MAX_COUNT
+            )));
         }
         if let Some(bad) = file.trust.keys.iter().find(|k| k.public.thumbprint() != k.kid) {
             return Err(invalid(format!("key {} is not the thumbprint of its public key", bad.kid)));

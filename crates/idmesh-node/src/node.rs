@@ -317,6 +317,11 @@ impl Node {
         self.metrics().current_leader
     }
 
+    /// The ids of the site's members (voters and learners) this node knows.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
     /// The peer address of member `id`, from the membership this node knows.
     pub fn peer_addr_of(&self, id: u64) -> Option<String> {
         self.metrics().membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone())

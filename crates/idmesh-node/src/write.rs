@@ -169,9 +169,12 @@ impl Node {
         let wanted = SiteTrust {
             issuer: self.config().tokens.issuer.clone(),
             keys: self.shared().read().state.keys.trusted(),
+            nodes: self.member_ids(),
         };
         if self.shared().read().state.trust.site(site.as_str()).is_some_and(|published| {
-            published.issuer == wanted.issuer && wanted.keys.iter().all(|k| published.keys.contains(k))
+            published.issuer == wanted.issuer
+                && wanted.keys.iter().all(|k| published.keys.contains(k))
+                && wanted.nodes.iter().all(|n| published.nodes.contains(n))
         }) {
             return Ok(false);
         }

@@ -328,6 +328,34 @@ async fn records_pushed_by_a_peer_that_do_not_fit_are_reported_and_not_stored() 
     assert_eq!(node.audit().problems().len(), 3, "kept for mesh status");
     assert!(node.audit().problems().iter().all(|p| p.from == "elsewhere/7"));
 
+    // Another site's chains are taken only of the nodes that site published.
+    let public = idmesh_state::KeySecret::from_bytes([5; 32]).public();
+    let trust = idmesh_node::bundle::TrustFile {
+        format: "idmesh-trust-1".into(),
+        trust_domain: "acme.example".into(),
+        site: "us".into(),
+        trust: idmesh_state::crdt::SiteTrust {
+            issuer: "https://acme.example/sites/us".into(),
+            keys: vec![idmesh_state::crdt::TrustedKey {
+                kid: public.thumbprint(),
+                public,
+                from: UnixMillis(0),
+                until: None,
+            }],
+            nodes: vec![1],
+        },
+    };
+    node.import_trust(&serde_json::to_string(&trust).unwrap()).await.unwrap();
+    let listed =
+        Record::next(None, RecordOrigin { site: "us".into(), node: 1 }, UnixMillis(1), Event::NodeStopping);
+    let unlisted =
+        Record::next(None, RecordOrigin { site: "us".into(), node: 9 }, UnixMillis(1), Event::NodeStopping);
+    let reply = peer.push(push(vec![listed, unlisted], "acme.example")).await.unwrap().into_inner();
+    assert_eq!((reply.stored, reply.problems.len()), (1, 0), "{reply:?}");
+    let us_chains: Vec<u64> =
+        node.audit().held().into_keys().filter(|o| o.site == "us").map(|o| o.node).collect();
+    assert_eq!(us_chains, [1], "node 9 of us is not one us published");
+
     // Bad form: refused whole, the field named.
     let mut garbage = push(vec![], "acme.example");
     garbage.records = vec![b"{not json".to_vec().into()];

@@ -27,21 +27,30 @@ impl Node {
     /// checkpoints are checked with the site keys known here.
     pub async fn accept_audit(&self, from: &str, records: Vec<Record>) -> Result<Admission, NodeError> {
         let own_site = self.config().site.to_string();
-        let members: Vec<u64> =
-            self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let members = self.member_ids();
         let held = self.audit().held();
-        let known_sites: Vec<String> = {
+        // Per other site in the trust bundle, the node ids it published (empty: any).
+        let known_sites: std::collections::BTreeMap<String, Vec<u64>> = {
             let state = self.shared().read();
-            state.state.trust.sites().map(|(site, _)| site.to_owned()).collect()
+            state.state.trust.sites().map(|(site, trust)| (site.to_owned(), trust.nodes.clone())).collect()
         };
-        // Another site's records wait until its keys are here (they arrive by sync or bundle,
-        // often a moment after a link comes up): not stored, not a problem; the peer offers
-        // them again. A node of this site that is not a member is a problem.
+        // Another site's records wait until its keys, and the node among its published nodes,
+        // are here (they arrive by sync or bundle, often a moment after a link comes up, or
+        // after a node joins that site): not stored, not a problem; the peer offers them again.
+        // A node of this site that is not a member is a problem.
         let (records, waiting): (Vec<Record>, Vec<Record>) = records.into_iter().partition(|r| {
-            r.origin.site == own_site || held.contains_key(&r.origin) || known_sites.contains(&r.origin.site)
+            r.origin.site == own_site
+                || held.contains_key(&r.origin)
+                || known_sites
+                    .get(&r.origin.site)
+                    .is_some_and(|nodes| nodes.is_empty() || nodes.contains(&r.origin.node))
         });
         if let Some(first) = waiting.first() {
-            tracing::info!(from, site = %first.origin.site, records = waiting.len(), "audit records of a site whose keys are not known here yet: not taken");
+            if known_sites.contains_key(&first.origin.site) {
+                tracing::warn!(from, site = %first.origin.site, node = first.origin.node, records = waiting.len(), "audit records of a node its site has not published (yet): not taken");
+            } else {
+                tracing::info!(from, site = %first.origin.site, records = waiting.len(), "audit records of a site whose keys are not known here yet: not taken");
+            }
         }
         let is_known = move |origin: &RecordOrigin| {
             held.contains_key(origin) || origin.site != own_site || members.contains(&origin.node)

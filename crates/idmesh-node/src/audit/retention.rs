@@ -213,9 +213,7 @@ impl Node {
         let acks = self.audit().acknowledged();
         let mine: Acknowledged = self.audit().held().into_iter().map(|(o, (seq, _))| (o, seq)).collect();
         let mut holders: Vec<Acknowledged> = vec![mine];
-        let members: Vec<u64> =
-            self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect();
-        for member in members.into_iter().filter(|id| *id != me) {
+        for member in self.member_ids().into_iter().filter(|id| *id != me) {
             let holder = RecordOrigin { site: own_site.clone(), node: member };
             holders.push(acks.get(&holder).cloned().unwrap_or_default());
         }

@@ -35,5 +35,6 @@ pub use policy::{
 pub use shard::{CrdtError, SHARD_COUNT, Shard, ShardId, shard_of};
 pub use sync::{ChangeHash, SYNC_MESSAGE_MAX_BYTES, SyncMessage, SyncState, decode_sync_message, state_hash};
 pub use trust::{
-    SITE_NAME_PREFIX, SiteTrust, TrustBundle, TrustedKey, shard_of_site, site_entry_name, site_of_entry,
+    SITE_NAME_PREFIX, SITE_NODES_MAX_COUNT, SiteTrust, TrustBundle, TrustedKey, shard_of_site,
+    site_entry_name, site_of_entry,
 };

@@ -22,6 +22,9 @@ const ISSUER: &str = "issuer";
 const KEY: &str = "key";
 const FROM: &str = "from";
 const UNTIL: &str = "until";
+const NODE: &str = "node";
+/// Most node ids a site's entry lists.
+pub const SITE_NODES_MAX_COUNT: usize = 1024;
 
 /// One public signing key of a site, as other sites trust it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +53,10 @@ pub struct SiteTrust {
     pub issuer: String,
     /// Its public keys, by kid order.
     pub keys: Vec<TrustedKey>,
+    /// The ids of its nodes (every node that was ever a member), ascending: other sites take
+    /// audit chains only of these. Empty in entries of older versions: any id is taken.
+    #[serde(default)]
+    pub nodes: Vec<u64>,
 }
 
 /// Every site's published trust, by site name (this site's own entry included once it has
@@ -129,7 +136,25 @@ impl Shard {
             }),
             _ => None,
         };
-        SiteTrust { issuer: issuer.unwrap_or_default(), keys: self.site_keys(site) }
+        SiteTrust {
+            issuer: issuer.unwrap_or_default(),
+            keys: self.site_keys(site),
+            nodes: self.site_nodes(site),
+        }
+    }
+
+    /// The node ids `site` published in this shard, ascending.
+    pub fn site_nodes(&self, site: &str) -> Vec<u64> {
+        let prefix = format!("{SITE_NAME_PREFIX}{site}/{NODE}/");
+        let end = format!("{SITE_NAME_PREFIX}{site}/{NODE}0"); // '/' + 1
+        let mut nodes: Vec<u64> = self
+            .doc
+            .map_range(ROOT, prefix.clone()..end)
+            .filter_map(|item| item.key.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
     }
 
     /// The keys `site` published in this shard, by kid. Entries that do not parse are skipped.
@@ -213,6 +238,9 @@ impl Shard {
                 .put(ROOT, format!("{SITE_NAME_PREFIX}{site}/{ISSUER}"), trust.issuer.as_str())
                 .map_err(doc_err)?;
         }
+        for node in trust.nodes.iter().filter(|n| !before.nodes.contains(n)) {
+            self.doc.put(ROOT, format!("{SITE_NAME_PREFIX}{site}/{NODE}/{node}"), true).map_err(doc_err)?;
+        }
         for key in keys {
             let before = published.iter().find(|p| p.kid == key.kid);
             if before.map(|b| &b.public) != Some(&key.public) {
@@ -251,7 +279,23 @@ mod tests {
     }
 
     fn one(key: TrustedKey) -> SiteTrust {
-        SiteTrust { issuer: "i".into(), keys: vec![key] }
+        SiteTrust { issuer: "i".into(), keys: vec![key], nodes: Vec::new() }
+    }
+
+    #[test]
+    fn published_node_ids_read_back_and_only_grow() {
+        let mut shard = Shard::new();
+        let actor = Actor::derive("east", 1, 1, 0);
+        let mut trust = one(key(1, 0, None));
+        trust.nodes = vec![3, 1];
+        assert!(shard.publish_site_keys(&actor, UnixMillis(5), &site("east"), &trust).unwrap().is_some());
+        assert_eq!(shard.site_trust("east").nodes, vec![1, 3]);
+        assert_eq!(shard.site_keys("east").len(), 1, "node entries are not keys");
+        // A node removed from the site stays known: its records are still its records.
+        trust.nodes = vec![1, 12];
+        assert!(shard.publish_site_keys(&actor, UnixMillis(6), &site("east"), &trust).unwrap().is_some());
+        assert_eq!(shard.site_trust("east").nodes, vec![1, 3, 12]);
+        assert_eq!(shard.publish_site_keys(&actor, UnixMillis(7), &site("east"), &trust).unwrap(), None);
     }
 
     #[test]
@@ -260,7 +304,7 @@ mod tests {
         let actor = Actor::derive("east", 1, 1, 0);
         let mut keys = vec![key(1, 10, None), key(2, 20, Some(99))];
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
-        let trust = SiteTrust { issuer: "https://acme/sites/east".into(), keys };
+        let trust = SiteTrust { issuer: "https://acme/sites/east".into(), keys, nodes: Vec::new() };
         assert!(shard.publish_site_keys(&actor, UnixMillis(5), &site("east"), &trust).unwrap().is_some());
         assert_eq!(shard.site_trust("east"), trust);
         assert_eq!(shard.published_sites(), vec!["east".to_owned()]);
