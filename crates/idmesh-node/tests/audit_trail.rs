@@ -355,6 +355,10 @@ async fn records_pushed_by_a_peer_that_do_not_fit_are_reported_and_not_stored() 
     let us_chains: Vec<u64> =
         node.audit().held().into_keys().filter(|o| o.site == "us").map(|o| o.node).collect();
     assert_eq!(us_chains, [1], "node 9 of us is not one us published");
+    let waiting = node.audit().waiting();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].problem.contains("node 9 of site us"), "{waiting:?}");
+    assert_eq!(waiting[0].from, "elsewhere/7");
 
     // Bad form: refused whole, the field named.
     let mut garbage = push(vec![], "acme.example");

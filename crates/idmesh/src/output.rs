@@ -371,6 +371,7 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
             })).collect::<Vec<_>>(),
             "audit_problems": status.audit_problems,
             "audit_retention_secs": status.audit_retention_secs,
+            "audit_waiting": status.audit_waiting,
         })),
         OutputFormat::Table => {
             say!("site {} node {}  state hash {}", status.site, status.node_id, status.state_hash);
@@ -405,6 +406,9 @@ pub fn mesh_status(format: OutputFormat, status: &MeshStatus) {
                 })
                 .collect();
             table(["AUDIT CHAIN", "RECORDS HELD", "ACKNOWLEDGED BY ALL", "RETENTION"], &rows);
+            for waiting in &status.audit_waiting {
+                say!("AUDIT WAITING  {waiting}");
+            }
             for problem in &status.audit_problems {
                 say!("AUDIT PROBLEM  {problem}");
             }

@@ -151,6 +151,13 @@ impl Mesh for MeshApi {
                     .collect()
             },
             audit_retention_secs: self.node.config().audit_retention_secs,
+            audit_waiting: self
+                .node
+                .audit()
+                .waiting()
+                .iter()
+                .map(|p| format!("at unix ms {} from {}: {}", p.at.0, p.from, p.problem))
+                .collect(),
             audit_problems: self
                 .node
                 .audit()

@@ -84,6 +84,8 @@ pub struct AuditLog {
     first_kept: std::sync::Mutex<std::collections::BTreeMap<RecordOrigin, u64>>,
     /// One retention pass at a time.
     removing: std::sync::Mutex<()>,
+    /// Other sites' chains not taken because their site has not published the node, by chain.
+    waiting: std::sync::Mutex<std::collections::BTreeMap<RecordOrigin, replica::ReportedProblem>>,
 }
 
 impl AuditLog {
@@ -149,6 +151,7 @@ impl AuditLog {
             acknowledged: std::sync::Mutex::new(acknowledged),
             first_kept: std::sync::Mutex::new(first_kept),
             removing: std::sync::Mutex::new(()),
+            waiting: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 

@@ -134,8 +134,10 @@ impl AuditLog {
                 self.note_cut(origin, *seq);
             }
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
             for record in &admission.accepted {
                 held.insert(record.origin.clone(), (record.seq, record.hash));
+                waiting.remove(&record.origin);
             }
         }
         if !admission.problems.is_empty() {
@@ -154,6 +156,27 @@ impl AuditLog {
             }
         }
         Ok(admission)
+    }
+
+    /// Notes that `origin`'s records, offered by `from`, were not taken because its site has
+    /// not published the node (yet); listed until the chain is taken.
+    pub fn note_waiting(&self, origin: &RecordOrigin, from: &str) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= PROBLEMS_KEPT && !waiting.contains_key(origin) {
+            return;
+        }
+        let problem = format!(
+            "records of node {} of site {}: not among the nodes site {} published; not taken",
+            origin.node, origin.site, origin.site
+        );
+        waiting
+            .insert(origin.clone(), ReportedProblem { at: self.clock.now(), from: from.to_owned(), problem });
+    }
+
+    /// Other sites' chains not taken because their site has not published the node (at most
+    /// 100), by chain.
+    pub fn waiting(&self) -> Vec<ReportedProblem> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
     /// Problems found in records from peers, oldest first (the last 100).

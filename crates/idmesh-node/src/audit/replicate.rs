@@ -48,6 +48,9 @@ impl Node {
         if let Some(first) = waiting.first() {
             if known_sites.contains_key(&first.origin.site) {
                 tracing::warn!(from, site = %first.origin.site, node = first.origin.node, records = waiting.len(), "audit records of a node its site has not published (yet): not taken");
+                for record in waiting.iter().filter(|r| known_sites.contains_key(&r.origin.site)) {
+                    self.audit().note_waiting(&record.origin, from);
+                }
             } else {
                 tracing::info!(from, site = %first.origin.site, records = waiting.len(), "audit records of a site whose keys are not known here yet: not taken");
             }
