@@ -279,20 +279,7 @@ impl Node {
             format: TRUST_FILE_FORMAT.to_owned(),
             trust_domain: self.config().trust_domain.to_string(),
             site: self.config().site.to_string(),
-            trust: SiteTrust {
-                issuer: self.config().tokens.issuer.clone(),
-                keys: self.shared().read().state.keys.trusted(),
-                nodes: {
-                    let mut nodes = self.member_ids();
-                    let state = self.shared().read();
-                    nodes.extend(
-                        state.state.trust.site(self.config().site.as_str()).map_or(&[][..], |t| &t.nodes),
-                    );
-                    nodes.sort_unstable();
-                    nodes.dedup();
-                    nodes
-                },
-            },
+            trust: self.own_site_trust(),
         }
     }
 

@@ -47,6 +47,21 @@ impl Node {
         ed25519_dalek::VerifyingKey::from_bytes(&public.key_bytes()).ok()
     }
 
+    /// What this site publishes in the trust bundle: its issuer, its public keys and the ids of
+    /// every node it has had (its members now and those published before; ascending).
+    pub fn own_site_trust(&self) -> idmesh_state::crdt::SiteTrust {
+        let mut nodes = self.member_ids();
+        let state = self.shared().read();
+        nodes.extend(state.state.trust.site(self.config().site.as_str()).map_or(&[][..], |t| &t.nodes));
+        nodes.sort_unstable();
+        nodes.dedup();
+        idmesh_state::crdt::SiteTrust {
+            issuer: self.config().tokens.issuer.clone(),
+            keys: state.state.keys.trusted(),
+            nodes,
+        }
+    }
+
     /// The site's keys now, newest activation last.
     pub fn signing_keys(&self) -> Vec<KeyView> {
         let now = self.now();

@@ -317,6 +317,20 @@ impl Node {
         self.metrics().current_leader
     }
 
+    /// Sleeps `period` for a periodic task; false once the node is stopping (at once if it
+    /// stops meanwhile).
+    pub(crate) async fn sleep_unless_stopped(
+        stopped: &mut watch::Receiver<bool>,
+        period: std::time::Duration,
+    ) -> bool {
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => return false,
+            _ = tokio::time::sleep(period) => {}
+        }
+        !*stopped.borrow()
+    }
+
     /// The ids of the site's members (voters and learners) this node knows.
     pub fn member_ids(&self) -> Vec<u64> {
         self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect()

@@ -6,8 +6,8 @@ use crate::{Node, NodeError};
 use idmesh_audit::{AdminChange, Event};
 use idmesh_raft::WriteOutcome;
 use idmesh_state::crdt::{
-    Actor, ShardId, SiteTrust, shard_of, shard_of_actions, shard_of_delegation, shard_of_issuer,
-    shard_of_policy, shard_of_site, shard_of_token,
+    Actor, ShardId, shard_of, shard_of_actions, shard_of_delegation, shard_of_issuer, shard_of_policy,
+    shard_of_site, shard_of_token,
 };
 use idmesh_state::{Agent, Applied, ChangeBytes, Command, Entry, Op, agent_after};
 use idmesh_types::InvalidField;
@@ -166,11 +166,7 @@ impl Node {
     /// differs; `Ok(false)` when nothing needed publishing.
     pub(crate) async fn publish_trust_as_leader(&self) -> Result<bool, NodeError> {
         let site = self.config().site.clone();
-        let wanted = SiteTrust {
-            issuer: self.config().tokens.issuer.clone(),
-            keys: self.shared().read().state.keys.trusted(),
-            nodes: self.member_ids(),
-        };
+        let wanted = self.own_site_trust();
         if self.shared().read().state.trust.site(site.as_str()).is_some_and(|published| {
             published.issuer == wanted.issuer
                 && wanted.keys.iter().all(|k| published.keys.contains(k))

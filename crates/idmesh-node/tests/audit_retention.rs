@@ -5,32 +5,21 @@
 //! found.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use idmesh_audit::{Event, Filter, Record, RecordOrigin};
 use idmesh_node::audit::ChainReport;
 use idmesh_node::audit::keys::record_key;
-use idmesh_node::{Node, NodeConfig, RunningNode};
+use idmesh_node::{Node, RunningNode};
 use idmesh_store::{SledOptions, SledStore, Store, WriteBatch};
-use idmesh_types::{SiteName, TrustDomain};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 const RETENTION_SECS: u64 = 1;
 
 async fn start(site: &str, dir: &Path, retention_secs: u64) -> RunningNode {
-    let trust_domain = TrustDomain::parse_field("td", "acme.example").unwrap();
-    let site = SiteName::parse_field("site", site).unwrap();
-    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut config =
-        NodeConfig::single_node(trust_domain, site, dir.to_owned(), "127.0.0.1:0".parse().unwrap(), peer);
-    config.audit_retention_secs = retention_secs;
-    let running = Node::start(config).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while running.node.signing_keys().is_empty() {
-        assert!(Instant::now() < deadline, "no signing key");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    running
+    support::start_node(site, dir, retention_secs).await
 }
 
 async fn trust_each_other(a: &Node, b: &Node) {

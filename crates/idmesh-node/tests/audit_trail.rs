@@ -3,19 +3,21 @@
 //! the store between runs found at the exact record.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use ed25519_dalek::SigningKey;
 use idmesh_audit::{Checkpoint, Event, Filter, Record, RecordOrigin};
 use idmesh_node::audit::keys::record_key;
 use idmesh_node::audit::{CHECKPOINT_EVERY_RECORDS, ChainReport};
 use idmesh_node::authz::AuthorizeQuery;
 use idmesh_node::tokens::TokenRequest;
-use idmesh_node::{Node, NodeConfig, RunningNode};
+use idmesh_node::{Node, RunningNode};
 use idmesh_state::{Op, PublicJwk, RegisterAgent};
 use idmesh_store::{SledOptions, SledStore, Store, WriteBatch};
-use idmesh_types::{SiteName, TrustDomain, UnixMillis};
+use idmesh_types::UnixMillis;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn agent_id(name: &str) -> String {
     format!("spiffe://acme.example/agents/{name}")
@@ -26,18 +28,7 @@ fn origin() -> RecordOrigin {
 }
 
 async fn start(dir: &Path) -> RunningNode {
-    let trust_domain = TrustDomain::parse_field("td", "acme.example").unwrap();
-    let site = SiteName::parse_field("site", "eu").unwrap();
-    let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let config =
-        NodeConfig::single_node(trust_domain, site, dir.to_owned(), "127.0.0.1:0".parse().unwrap(), peer);
-    let running = Node::start(config).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while running.node.signing_keys().is_empty() {
-        assert!(Instant::now() < deadline, "no signing key");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    running
+    support::start_node("eu", dir, 0).await
 }
 
 async fn register(node: &Node, name: &str, key: &SigningKey) {

@@ -140,18 +140,20 @@ pub fn seal(
 ) -> Result<Vec<u8>, BundleError> {
     header.chunk_count = u32::try_from(chunks.len() + audit.len())
         .map_err(|_| BundleError::Malformed("too many chunks".into()))?;
-    let audit: Vec<(ShardId, Vec<u8>)> = audit.iter().map(|a| (ShardId(AUDIT_CHUNK), a.clone())).collect();
     let header_bytes = serde_json::to_vec(&header).map_err(|e| BundleError::Malformed(e.to_string()))?;
     let header_len =
         u32::try_from(header_bytes.len()).map_err(|_| BundleError::Malformed("header too large".into()))?;
-    let mut out =
-        Vec::with_capacity(chunks.iter().map(|(_, c)| c.len() + 6).sum::<usize>() + header_bytes.len() + 80);
+    let chunk_bytes: usize =
+        chunks.iter().map(|(_, c)| c.len() + 6).chain(audit.iter().map(|a| a.len() + 6)).sum();
+    let mut out = Vec::with_capacity(chunk_bytes + header_bytes.len() + 80);
     out.extend_from_slice(BUNDLE_MAGIC);
     out.extend_from_slice(&header_len.to_be_bytes());
     out.extend_from_slice(&header_bytes);
-    for (shard, chunk) in chunks.iter().chain(&audit) {
+    let all =
+        chunks.iter().map(|(shard, chunk)| (shard.0, chunk)).chain(audit.iter().map(|a| (AUDIT_CHUNK, a)));
+    for (shard, chunk) in all {
         let len = u32::try_from(chunk.len()).map_err(|_| BundleError::Malformed("chunk too large".into()))?;
-        out.extend_from_slice(&shard.0.to_be_bytes());
+        out.extend_from_slice(&shard.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(chunk);
     }
@@ -235,21 +237,18 @@ pub fn open(
     let mut audit = Vec::new();
     for n in 0..count {
         let (shard, after) = take_u16(rest, "a chunk's shard")?;
-        if shard == AUDIT_CHUNK {
-            let (len, after) = take_u32(after, "a chunk's length")?;
-            let chunk = after.get(..len as usize).ok_or_else(|| truncated("a chunk"))?;
-            audit.push(chunk.to_vec());
-            rest = &after[len as usize..];
-            continue;
-        }
-        if shard >= SHARD_COUNT {
+        if shard >= SHARD_COUNT && shard != AUDIT_CHUNK {
             return Err(BundleError::Malformed(format!(
                 "chunk {n} names shard {shard}; shards are below {SHARD_COUNT}"
             )));
         }
         let (len, after) = take_u32(after, "a chunk's length")?;
-        let chunk = after.get(..len as usize).ok_or_else(|| truncated("a chunk"))?;
-        chunks.push((ShardId(shard), chunk.to_vec()));
+        let chunk = after.get(..len as usize).ok_or_else(|| truncated("a chunk"))?.to_vec();
+        if shard == AUDIT_CHUNK {
+            audit.push(chunk);
+        } else {
+            chunks.push((ShardId(shard), chunk));
+        }
         rest = &after[len as usize..];
     }
     if !rest.is_empty() {

@@ -151,20 +151,8 @@ impl Mesh for MeshApi {
                     .collect()
             },
             audit_retention_secs: self.node.config().audit_retention_secs,
-            audit_waiting: self
-                .node
-                .audit()
-                .waiting()
-                .iter()
-                .map(|p| format!("at unix ms {} from {}: {}", p.at.0, p.from, p.problem))
-                .collect(),
-            audit_problems: self
-                .node
-                .audit()
-                .problems()
-                .iter()
-                .map(|p| format!("at unix ms {} from {}: {}", p.at.0, p.from, p.problem))
-                .collect(),
+            audit_waiting: self.node.audit().waiting().iter().map(ToString::to_string).collect(),
+            audit_problems: self.node.audit().problems().iter().map(ToString::to_string).collect(),
         }))
     }
 

@@ -338,15 +338,7 @@ impl crate::Node {
     /// Runs until the node stops: signs records that have waited [`CHECKPOINT_EVERY_SECS`]
     /// for a checkpoint.
     pub(crate) async fn checkpoint_audit_periodically(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                biased;
-                _ = stopped.changed() => return,
-                _ = tokio::time::sleep(CHECKPOINT_CHECK) => {}
-            }
-            if *stopped.borrow() {
-                return;
-            }
+        while Self::sleep_unless_stopped(&mut stopped, CHECKPOINT_CHECK).await {
             match self.audit().checkpoint_if_due(false).await {
                 Ok(Some(record)) => tracing::debug!(seq = record.seq, "audit checkpoint written"),
                 Ok(None) => {}

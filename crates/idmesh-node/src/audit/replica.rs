@@ -29,6 +29,12 @@ pub struct ReportedProblem {
     pub problem: String,
 }
 
+impl std::fmt::Display for ReportedProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at unix ms {} from {}: {}", self.at.0, self.from, self.problem)
+    }
+}
+
 /// Reads the tail of every chain in the store: one seek per chain, however long the chains.
 pub(super) fn load_held(store: &dyn Store) -> Result<Held, AuditError> {
     let mut held = Held::new();

@@ -45,14 +45,14 @@ impl Node {
                     .get(&r.origin.site)
                     .is_some_and(|nodes| nodes.is_empty() || nodes.contains(&r.origin.node))
         });
-        if let Some(first) = waiting.first() {
-            if known_sites.contains_key(&first.origin.site) {
-                tracing::warn!(from, site = %first.origin.site, node = first.origin.node, records = waiting.len(), "audit records of a node its site has not published (yet): not taken");
-                for record in waiting.iter().filter(|r| known_sites.contains_key(&r.origin.site)) {
-                    self.audit().note_waiting(&record.origin, from);
-                }
+        let waiting_chains: std::collections::BTreeSet<&RecordOrigin> =
+            waiting.iter().map(|r| &r.origin).collect();
+        for origin in waiting_chains {
+            if known_sites.contains_key(&origin.site) {
+                tracing::warn!(from, site = %origin.site, node = origin.node, "audit records of a node its site has not published (yet): not taken");
+                self.audit().note_waiting(origin, from);
             } else {
-                tracing::info!(from, site = %first.origin.site, records = waiting.len(), "audit records of a site whose keys are not known here yet: not taken");
+                tracing::info!(from, site = %origin.site, node = origin.node, "audit records of a site whose keys are not known here yet: not taken");
             }
         }
         let is_known = move |origin: &RecordOrigin| {
@@ -151,15 +151,7 @@ impl Node {
 
     /// Runs until the node stops: pulls from every other member of the site each round.
     pub(crate) async fn replicate_audit_in_site(self, mut stopped: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                biased;
-                _ = stopped.changed() => return,
-                _ = tokio::time::sleep(AUDIT_SYNC_EVERY) => {}
-            }
-            if *stopped.borrow() {
-                return;
-            }
+        while Self::sleep_unless_stopped(&mut stopped, AUDIT_SYNC_EVERY).await {
             let me = self.config().node_id.0;
             let members: Vec<(u64, String)> = self
                 .metrics()

@@ -9,8 +9,8 @@
 //! first seq of the chain, and audited (`retention_applied`).
 
 use super::keys::{
-    ACKNOWLEDGED, FIRST_KEPT, at_time, index_keys, origin_key, parse_origin_key, parse_record_key,
-    record_key_of_entry, term_prefix,
+    ACKNOWLEDGED, FIRST_KEPT, at_time, chain_prefix, index_keys, origin_key, parse_origin_key,
+    parse_record_key, record_key, record_key_of_entry, term_prefix,
 };
 use super::{AuditError, AuditLog, decode, store_err};
 use crate::{Node, NodeError};
@@ -150,10 +150,7 @@ impl AuditLog {
                 }
                 let mut batch = WriteBatch::new();
                 let count = usize::try_from(cut.seq - first).unwrap_or(usize::MAX);
-                let range = KeyRange::prefix_starting_at(
-                    &super::keys::chain_prefix(&origin),
-                    super::keys::record_key(&origin, first),
-                );
+                let range = KeyRange::prefix_starting_at(&chain_prefix(&origin), record_key(&origin, first));
                 for (key, bytes) in self.store.scan(&range, Order::Ascending, count).map_err(store_err)? {
                     if parse_record_key(&key).is_none_or(|(_, seq)| seq >= cut.seq) {
                         break;
@@ -270,15 +267,7 @@ impl Node {
         if self.config().audit_retention_secs == 0 {
             return;
         }
-        loop {
-            tokio::select! {
-                biased;
-                _ = stopped.changed() => return,
-                _ = tokio::time::sleep(RETENTION_EVERY) => {}
-            }
-            if *stopped.borrow() {
-                return;
-            }
+        while Self::sleep_unless_stopped(&mut stopped, RETENTION_EVERY).await {
             if let Err(e) = self.apply_audit_retention().await {
                 tracing::warn!(error = %e, "audit: retention pass failed");
             }
