@@ -223,7 +223,8 @@ fn chain_of(reply: &idmesh_proto::v1::AuditVerifyResponse, node: u64) -> idmesh_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_waits_for_a_member_that_is_down_then_cuts_at_a_checkpoint() {
-    let options = Options { extra_args: vec!["--audit-retention-secs".into(), "1".into()] };
+    let options =
+        Options { extra_args: vec!["--audit-retention-secs".into(), "1".into()], ..Options::default() };
     let mut site = Site::start(3, options);
     site.wait_leader(WAIT).await;
     register_bot(&site).await;

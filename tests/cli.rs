@@ -148,7 +148,7 @@ async fn node_reads_its_config_file_and_flags_override_it() {
     std::fs::write(
         &config,
         format!(
-            "node_id = 1\nsite = \"ship-7\"\ntrust_domain = \"fleet.example\"\ndata_dir = \"{}\"\nlisten = \"{file_listen}\"\npeer_listen = \"{peer}\"\nsite_peers = \"1={peer}\"\nheartbeat_interval_ms = 100\n",
+            "node_id = 1\nsite = \"ship-7\"\ntrust_domain = \"fleet.example\"\ndata_dir = \"{}\"\nlisten = \"{file_listen}\"\npeer_listen = \"{peer}\"\nsite_peers = \"1={peer}\"\nheartbeat_interval_ms = 100\ninsecure = true\n",
             dir.path().join("data").display()
         ),
     )
@@ -188,8 +188,17 @@ async fn node_reads_its_config_file_and_flags_override_it() {
         ("node_id = 1\nsite = \"Bad_Site\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\n", "site"),
         ("node_id = 0\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\n", "node_id"),
         (
-            "node_id = 2\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\nsite_peers = \"1=127.0.0.1:9\"\n",
+            "node_id = 2\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\nsite_peers = \"1=127.0.0.1:9\"\ninsecure = true\n",
             "site_peers",
+        ),
+        // Plaintext only when asked for: no TLS dir and no `insecure` is refused.
+        (
+            "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\n",
+            "tls_dir is required",
+        ),
+        (
+            "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\ninsecure = true\ntls_dir = \"/tmp/x\"\n",
+            "exclude each other",
         ),
     ] {
         std::fs::write(&config, text).unwrap();
@@ -234,6 +243,23 @@ async fn dev_prints_its_address_and_a_first_command() {
     .unwrap();
     assert!(banner.contains(&listen.to_string()), "{banner}");
     assert!(banner.contains("idmesh agent register"), "{banner}");
+    // TLS by default: the banner says where the CA is, as the CLI reads it.
+    let ca = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export IDMESH_CA="))
+        .unwrap_or_else(|| panic!("no IDMESH_CA line in {banner}"));
+    assert!(banner.contains("over TLS"), "{banner}");
+    // Without the CA the CLI says what is missing; with it, the first command works.
+    let out = cli(&listen.to_string(), &["agent", "list"]);
+    assert!(!out.status.success(), "a plaintext client reached a TLS node");
+    let out = Command::new(BIN)
+        .args(["agent", "list", "--server", &listen.to_string()])
+        .env_remove("IDMESH_CA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --ca FILE or set IDMESH_CA"), "{}", stderr(&out));
+    register_ca(listen, std::path::Path::new(ca));
     let out = cli(&listen.to_string(), &["agent", "register", "my-first-agent", "--owner", "me"]);
     let _ = child.kill();
     let _ = child.wait();

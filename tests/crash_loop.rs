@@ -36,10 +36,8 @@ impl Rng {
 }
 
 async fn try_connect(addr: SocketAddr) -> Option<AgentRegistryClient<Channel>> {
-    let endpoint = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_secs(15));
+    let endpoint =
+        support::endpoint(addr).connect_timeout(Duration::from_millis(300)).timeout(Duration::from_secs(15));
     endpoint.connect().await.ok().map(AgentRegistryClient::new)
 }
 

@@ -118,7 +118,8 @@ async fn wait_decision(mesh: &Mesh, site: &str, token: &str, allowed: bool, what
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_is_honoured_across_sites_and_its_revocation_reaches_a_cut_off_site() {
     let started = Instant::now();
-    let depth_two = Options { extra_args: vec!["--max-actor-chain-depth".into(), "2".into()] };
+    let depth_two =
+        Options { extra_args: vec!["--max-actor-chain-depth".into(), "2".into()], ..Options::default() };
     let mut mesh = Mesh::new();
     mesh.add_site(EAST, TRUST_DOMAIN, 1, depth_two.clone());
     mesh.add_site(WEST, TRUST_DOMAIN, 1, depth_two);

@@ -339,6 +339,11 @@ async fn a_corrupt_or_foreign_data_dir_is_reported_at_start_and_not_reset() {
     let mut cmd = std::process::Command::new(BIN);
     let mut replaced = args.clone();
     replaced[position + 1] = "2".into();
+    // With a certificate of node 2, so that it is the data dir that refuses it.
+    let tls_2 = site.dir.path().join("node-2.tls");
+    support::pki::issue(&site.ca_dir, 2, &tls_2, support::pki::VALID);
+    let tls_flag = replaced.iter().position(|a| a == "--tls-dir").unwrap();
+    replaced[tls_flag + 1] = tls_2.display().to_string();
     let peers = replaced.iter().position(|a| a == "--site-peers").unwrap();
     replaced[peers + 1] = format!("2={}", site.node(1).peer);
     cmd.args(&replaced).stderr(std::process::Stdio::piped());

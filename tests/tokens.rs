@@ -147,6 +147,7 @@ async fn key_rotation_with_tokens_in_flight() {
         ]
         .map(String::from)
         .to_vec(),
+        ..Options::default()
     };
     let site = Site::start(3, options);
     let leader = site.wait_leader(WAIT).await;

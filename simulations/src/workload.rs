@@ -92,7 +92,7 @@ impl Client {
             .or_insert_with(|| {
                 let transport: Arc<dyn Transport> = Arc::new(SimTransport);
                 let endpoint = Endpoint::from_static("http://node").connect_timeout(Duration::from_secs(1));
-                lazy_channel(&transport, &endpoint, &format!("{host}:{PUBLIC_PORT}"))
+                lazy_channel(&transport, &endpoint, &format!("{host}:{PUBLIC_PORT}"), None)
             })
             .clone();
         (host, channel)

@@ -141,6 +141,8 @@ impl World {
             links,
             raft,
             audit_retention_secs: 0,
+            // turmoil has no TLS; TLS is tested with real processes (tests/tls.rs).
+            security: idmesh_node::Security::Plaintext,
         }
     }
 

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// For a site to elect a leader and create its signing key.
 pub const LEADER: Duration = Duration::from_secs(60);
@@ -115,8 +114,7 @@ pub fn verify(mesh: &Mesh, site: &str, node: u64, token: &str) -> Output {
 
 /// A node's mesh status, if it answers.
 pub async fn mesh_status(addr: SocketAddr) -> Option<MeshStatus> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
+    let channel = super::endpoint(addr)
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(5))
         .connect()

@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 pub mod mesh_cli;
+pub mod pki;
 pub mod proxy;
 
 use idmesh_proto::v1::agent_registry_client::AgentRegistryClient;
@@ -47,6 +48,8 @@ pub fn free_addr() -> SocketAddr {
 pub struct Options {
     /// Flags added to every node's command line.
     pub extra_args: Vec<String>,
+    /// Run plaintext (`--insecure`) instead of with the site's test CA.
+    pub insecure: bool,
 }
 
 impl Options {
@@ -59,6 +62,7 @@ impl Options {
                 "--logs-kept-after-snapshot".into(),
                 "0".into(),
             ],
+            insecure: false,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct Site {
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, NodeProc>,
     pub options: Options,
+    /// This site's CA (`ca.pem`, `ca.key`); nodes get certificates from it.
+    pub ca_dir: PathBuf,
+    /// Other sites' CA files its nodes trust (`--peer-cas`; a `Mesh` fills it).
+    pub peer_cas: Vec<PathBuf>,
     /// `None` when a `Mesh` holds the turn for all its sites.
     _turn: Option<MutexGuard<'static, ()>>,
 }
@@ -103,9 +111,11 @@ impl Site {
     /// `spawn_all`). Takes no turn: use it through `Mesh`.
     fn prepare(name: &str, trust_domain: &str, n: u64, options: Options) -> Site {
         let dir = tempfile::Builder::new().prefix(&format!("idmesh-{name}-")).tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        pki::make_ca(&ca_dir, trust_domain, name);
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
-            nodes.insert(id, NodeProc::new(dir.path(), id));
+            nodes.insert(id, NodeProc::new(dir.path(), id, &ca_dir, options.insecure));
         }
         let peers: Vec<String> = nodes.values().map(|p| format!("{}={}", p.id, p.peer)).collect();
         let peers = peers.join(",");
@@ -118,6 +128,8 @@ impl Site {
             dir,
             nodes,
             options,
+            ca_dir,
+            peer_cas: Vec::new(),
             _turn: None,
         }
     }
@@ -132,7 +144,7 @@ impl Site {
 
     /// A new node `id` that is not an initial member (no site peers), started.
     pub fn add_process(&mut self, id: u64) -> &NodeProc {
-        let node = NodeProc::new(self.dir.path(), id);
+        let node = NodeProc::new(self.dir.path(), id, &self.ca_dir, self.options.insecure);
         self.nodes.insert(id, node);
         self.spawn(id);
         &self.nodes[&id]
@@ -156,6 +168,15 @@ impl Site {
             .args(&self.options.extra_args)
             .args(&node.extra_args)
             .env("RUST_LOG", "info,openraft=warn");
+        if self.options.insecure {
+            cmd.arg("--insecure");
+        } else {
+            cmd.arg("--tls-dir").arg(node.data_dir.with_extension("tls"));
+            if !self.peer_cas.is_empty() {
+                let files: Vec<String> = self.peer_cas.iter().map(|p| p.display().to_string()).collect();
+                cmd.args(["--peer-cas", &files.join(",")]);
+            }
+        }
         if let Some(peers) = &node.site_peers {
             cmd.args(["--site-peers", peers]);
         }
@@ -215,8 +236,7 @@ impl Site {
 
     /// Node `id`'s view of the site, if it answers.
     pub async fn status(&self, id: u64) -> Option<SiteStatus> {
-        let endpoint = Channel::from_shared(format!("http://{}", self.nodes[&id].public))
-            .unwrap()
+        let endpoint = endpoint(self.nodes[&id].public)
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2));
         let channel = endpoint.connect().await.ok()?;
@@ -240,9 +260,7 @@ impl Site {
     }
 
     async fn has_signing_key(&self, node: u64) -> bool {
-        let Ok(channel) =
-            Channel::from_shared(format!("http://{}", self.nodes[&node].public)).unwrap().connect().await
-        else {
+        let Ok(channel) = endpoint(self.nodes[&node].public).connect().await else {
             return false;
         };
         let keys = SigningKeysClient::new(channel).list_signing_keys(ListSigningKeysRequest {}).await;
@@ -326,12 +344,20 @@ impl Drop for Site {
 }
 
 impl NodeProc {
-    fn new(dir: &Path, id: u64) -> Self {
+    /// Node `id` with its own ports, data dir and (unless `insecure`) a certificate of the CA
+    /// in `ca_dir`, in `node-<id>.tls`.
+    fn new(dir: &Path, id: u64, ca_dir: &Path, insecure: bool) -> Self {
+        let public = free_addr();
+        let data_dir = dir.join(format!("node-{id}"));
+        if !insecure {
+            pki::issue(ca_dir, id, &data_dir.with_extension("tls"), pki::VALID);
+            register_ca(public, &ca_dir.join("ca.pem"));
+        }
         NodeProc {
             id,
-            public: free_addr(),
+            public,
             peer: free_addr(),
-            data_dir: dir.join(format!("node-{id}")),
+            data_dir,
             log_path: dir.join(format!("node-{id}.log")),
             child: None,
             site_peers: None,
@@ -361,9 +387,20 @@ impl Mesh {
         self.sites.entry(name.to_owned()).or_insert(site)
     }
 
-    /// Starts every node of every site that is not running.
+    /// Starts every node of every site that is not running. Each site's nodes trust the CAs
+    /// of the other sites of its trust domain.
     pub fn start(&mut self) {
+        let cas: Vec<(String, String, PathBuf)> = self
+            .sites
+            .values()
+            .map(|s| (s.name.clone(), s.trust_domain.clone(), s.ca_dir.join("ca.pem")))
+            .collect();
         for site in self.sites.values_mut() {
+            site.peer_cas = cas
+                .iter()
+                .filter(|(name, td, _)| name != &site.name && td == &site.trust_domain)
+                .map(|(_, _, ca)| ca.clone())
+                .collect();
             site.spawn_all();
         }
     }
@@ -388,14 +425,41 @@ impl Default for Mesh {
     }
 }
 
+/// Public addresses of test nodes that run TLS, and the CA file their certificates chain to.
+static CAS: Mutex<BTreeMap<SocketAddr, PathBuf>> = Mutex::new(BTreeMap::new());
+
+/// Clients of the node at `addr` verify it with `ca_file` (TLS); unregistered: plaintext.
+pub fn register_ca(addr: SocketAddr, ca_file: &Path) {
+    CAS.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, ca_file.to_owned());
+}
+
+/// The CA file of the node at `addr`, if it runs TLS.
+pub fn ca_of(addr: &str) -> Option<PathBuf> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    CAS.lock().unwrap_or_else(|p| p.into_inner()).get(&addr).cloned()
+}
+
+/// An endpoint for the node at `addr`: TLS verified with its CA, or plaintext.
+pub fn endpoint(addr: SocketAddr) -> tonic::transport::Endpoint {
+    match ca_of(&addr.to_string()) {
+        Some(ca) => Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca).unwrap()))
+                    .domain_name(addr.ip().to_string()),
+            )
+            .unwrap(),
+        None => Channel::from_shared(format!("http://{addr}")).unwrap(),
+    }
+}
+
 /// A channel to `addr`, retrying while the node starts.
 pub async fn channel(addr: SocketAddr) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let endpoint = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(30));
+        let endpoint =
+            endpoint(addr).connect_timeout(Duration::from_millis(500)).timeout(Duration::from_secs(30));
         match endpoint.connect().await {
             Ok(channel) => return channel,
             Err(e) => {
@@ -407,8 +471,15 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 }
 
 /// Runs `idmesh <args> --server <server>` and returns what it did.
+/// With `--ca` when the node runs TLS, else `--insecure`.
 pub fn cli(server: &str, args: &[&str]) -> Output {
-    Command::new(BIN).args(args).args(["--server", server]).env("RUST_LOG", "warn").output().unwrap()
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).args(["--server", server]).env("RUST_LOG", "warn");
+    match ca_of(server) {
+        Some(ca) => cmd.arg("--ca").arg(ca),
+        None => cmd.arg("--insecure"),
+    };
+    cmd.output().unwrap()
 }
 
 pub fn stdout(output: &Output) -> String {

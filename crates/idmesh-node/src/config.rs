@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// Audit records older than this may be removed once every holder has them (see
     /// `audit::retention`); 0 keeps every record forever.
     pub audit_retention_secs: u64,
+    /// TLS on both listeners and mutual TLS between nodes, or plaintext (chosen explicitly).
+    pub security: crate::Security,
 }
 
 /// How this node issues tokens. Every node of a site should use the same settings.
@@ -108,8 +110,8 @@ impl Default for RaftTiming {
 }
 
 impl NodeConfig {
-    /// A one-node site: node 1, its own only member, default tokens and timings, no links
-    /// (`idmesh dev`, tests and benchmarks).
+    /// A one-node site: node 1, its own only member, default tokens and timings, no links,
+    /// plaintext (set `security` for TLS) (`idmesh dev`, tests and benchmarks).
     pub fn single_node(
         trust_domain: TrustDomain,
         site: SiteName,
@@ -129,6 +131,7 @@ impl NodeConfig {
             raft: RaftTiming::default(),
             links: Vec::new(),
             audit_retention_secs: 0,
+            security: crate::Security::Plaintext,
         }
     }
 
@@ -214,9 +217,33 @@ impl NodeConfig {
                 ),
             ));
         }
+        if let crate::Security::Tls(tls) = &self.security {
+            self.validate_tls(tls)?;
+        }
         let most = idmesh_types::limits::ACTOR_CHAIN_MAX_DEPTH;
         if k.max_actor_chain_depth == 0 || k.max_actor_chain_depth > most {
             return Err(InvalidField::new("max_actor_chain_depth", format!("must be 1 to {most}")));
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self, tls: &crate::NodeTls) -> Result<(), InvalidField> {
+        let me = idmesh_tls::PeerName::node(self.trust_domain.clone(), self.site.clone(), self.node_id);
+        if tls.identity.name() != &me {
+            return Err(InvalidField::new(
+                "tls_dir",
+                format!("the node certificate names {}, this node is {me}", tls.identity.name()),
+            ));
+        }
+        let rules = tls.rules.read().unwrap_or_else(|p| p.into_inner());
+        if rules.anchors.trust_domain() != &self.trust_domain || rules.own_site != self.site {
+            return Err(InvalidField::new("tls_dir", "the trusted CAs are of another trust domain or site"));
+        }
+        if rules.anchors.for_site(&self.site).is_empty() {
+            return Err(InvalidField::new(
+                "tls_dir",
+                format!("no CA of this site ({}) is trusted", self.site),
+            ));
         }
         Ok(())
     }

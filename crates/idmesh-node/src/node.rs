@@ -53,6 +53,9 @@ pub enum StartError {
     /// The host gave no random bytes.
     #[error("no randomness: {0}")]
     Entropy(String),
+    /// The TLS material does not make a configuration.
+    #[error("TLS: {0}")]
+    Tls(#[from] idmesh_tls::TlsError),
 }
 
 /// A handle to a node; cheap to clone, shared by every service.
@@ -135,12 +138,34 @@ impl Node {
 
         let (public_addr, public) = bind(&host, "listen", config.listen).await?;
         let (peer_addr, peer) = bind(&host, "peer_listen", config.peer_listen).await?;
+        let (public, peer) = match &config.security {
+            crate::Security::Plaintext => {
+                tracing::warn!(
+                    %public_addr, %peer_addr,
+                    "TLS is OFF: both listeners speak plaintext; peers are not authenticated and tokens cross the network readable"
+                );
+                (public, peer)
+            }
+            crate::Security::Tls(tls) => (
+                crate::tls::accept(
+                    public,
+                    idmesh_tls::public_server_config(tls.identity.clone(), tls.public_clients.clone())?,
+                    "listen",
+                ),
+                crate::tls::accept(
+                    peer,
+                    idmesh_tls::peer_server_config(tls.identity.clone(), tls.rules.clone())?,
+                    "peer_listen",
+                ),
+            ),
+        };
 
         let peers = Arc::new(Peers::new(
             config.trust_domain.clone(),
             config.site.clone(),
             config.node_id,
             host.transport.clone(),
+            config.security.clone(),
         ));
         let network = Network::new(peers.clone(), store.is_in_memory());
         let raft = Raft::new(config.node_id.0, raft_config, network, log, sm)
@@ -187,6 +212,9 @@ impl Node {
         tokio::spawn(node.clone().checkpoint_audit_periodically(stopped.clone()));
         tokio::spawn(node.clone().replicate_audit_in_site(stopped.clone()));
         tokio::spawn(node.clone().retain_audit_periodically(stopped.clone()));
+        if let crate::Security::Tls(tls) = &node.config().security {
+            tokio::spawn(node.clone().refuse_removed_nodes(tls.rules.clone(), stopped.clone()));
+        }
         for (site, addr) in node.config().links.clone() {
             tokio::spawn(crate::mesh::run_link(node.clone(), site.to_string(), addr, stopped.clone()));
         }

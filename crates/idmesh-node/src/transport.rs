@@ -12,17 +12,25 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::tls::PeerInfo;
+
 /// A byte stream both ways.
 pub trait Io: AsyncRead + AsyncWrite + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + 'static> Io for T {}
 
-/// One connection, accepted or dialled, whatever carries it.
-pub struct Connection(Pin<Box<dyn Io>>);
+/// One connection, accepted or dialled, whatever carries it, and the peer its TLS handshake
+/// proved (none on plaintext).
+pub struct Connection(Pin<Box<dyn Io>>, PeerInfo);
 
 impl Connection {
     /// Wraps a stream.
     pub fn new(io: impl Io) -> Self {
-        Self(Box::pin(io))
+        Self(Box::pin(io), PeerInfo::default())
+    }
+
+    /// Wraps a stream whose peer was proven to be `peer`.
+    pub fn with_peer(io: impl Io, peer: Option<Arc<idmesh_tls::PeerName>>) -> Self {
+        Self(Box::pin(io), PeerInfo(peer))
     }
 }
 
@@ -57,9 +65,11 @@ impl AsyncWrite for Connection {
 }
 
 impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = ();
+    type ConnectInfo = PeerInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.1.clone()
+    }
 }
 
 /// Connections accepted by a listener.
@@ -105,10 +115,12 @@ impl Transport for TcpTransport {
     }
 }
 
-/// The connector tonic dials `addr` with: a connection over `transport`.
+/// The connector tonic dials `addr` with: a connection over `transport`, inside TLS when
+/// `tls` is given.
 fn connector(
     transport: &Arc<dyn Transport>,
     addr: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
     Response = hyper_util::rt::TokioIo<Connection>,
@@ -120,14 +132,29 @@ fn connector(
     let addr = addr.to_owned();
     tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let connecting = transport.connect(addr.clone());
-        async move { connecting.await.map(hyper_util::rt::TokioIo::new) }
+        let tls = tls.clone();
+        async move {
+            let connection = connecting.await?;
+            let Some(config) = tls else { return Ok(hyper_util::rt::TokioIo::new(connection)) };
+            // Peers are checked by SPIFFE id (see `idmesh_tls::PeerVerifier`); the name sent
+            // in the handshake is only a label.
+            let name = rustls_pki_types::ServerName::try_from("idmesh-peer")
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, connection).await?;
+            Ok(hyper_util::rt::TokioIo::new(Connection::new(stream)))
+        }
     })
 }
 
 /// A gRPC channel to `addr` over `transport`, configured by `endpoint`; it connects on first
 /// use and reconnects by itself.
-pub fn lazy_channel(transport: &Arc<dyn Transport>, endpoint: &Endpoint, addr: &str) -> Channel {
-    endpoint.connect_with_connector_lazy(connector(transport, addr))
+pub fn lazy_channel(
+    transport: &Arc<dyn Transport>,
+    endpoint: &Endpoint,
+    addr: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Channel {
+    endpoint.connect_with_connector_lazy(connector(transport, addr, tls))
 }
 
 /// A gRPC channel to `addr` over `transport`, connected now.
@@ -135,6 +162,7 @@ pub async fn connect_channel(
     transport: &Arc<dyn Transport>,
     endpoint: &Endpoint,
     addr: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Channel, tonic::transport::Error> {
-    endpoint.connect_with_connector(connector(transport, addr)).await
+    endpoint.connect_with_connector(connector(transport, addr, tls)).await
 }

@@ -57,7 +57,7 @@ fn user_token(idp: &SigningKey) -> String {
 }
 
 fn print_runs(what: &str, runs: &[LoadRun]) {
-    println!("{what}");
+    println!("{what} (client ⇄ node over {})", support::transport_name());
     println!("  clients      ops/s   p50 ms   p99 ms  node cores  ops/s/core  errors");
     for r in runs {
         println!(

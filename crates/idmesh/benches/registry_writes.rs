@@ -201,7 +201,8 @@ async fn main() -> ExitCode {
     let dir = dir.expect("cannot create the benchmark's temp dir");
     let root = dir.path();
     println!(
-        "registry_writes: {} s per run after {} s warm-up, {} agents for the footprint; data in {}",
+        "registry_writes: idmesh over {}; {} s per run after {} s warm-up, {} agents for the footprint; data in {}",
+        support::transport_name(),
         settings.secs,
         settings.warmup_secs,
         settings.agents,

@@ -149,7 +149,7 @@ async fn bench(secs: f64) {
     });
 
     println!();
-    println!("==== token_issue report ====");
+    println!("==== token_issue report (client ⇄ node over {}) ====", support::transport_name());
     println!(
         "limits on one core of this machine: Ed25519 sign {sign_per_s:.0}/s, verify {verify_per_s:.0}/s;"
     );

@@ -128,7 +128,7 @@ async fn print_query(
 }
 
 pub async fn audit(client: ClientArgs, command: AuditCommand) -> Result<(), Failure> {
-    let channel = connect(&client.server).await?;
+    let channel = connect(&client).await?;
     let mut api = AuditClient::new(channel.clone());
     match command {
         AuditCommand::Query { filter, from_unix_ms, until_unix_ms, newest_first, limit } => {

@@ -465,6 +465,9 @@ pub struct DevArgs {
     /// Trust domain of the trial deployment.
     #[arg(long, default_value = "dev.idmesh.local")]
     pub trust_domain: String,
+    /// Plaintext instead of TLS (no CA or certificate is made).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -480,6 +483,19 @@ pub struct ClientArgs {
     /// Node to talk to (host:port of its public listener).
     #[arg(long, global = true, env = "IDMESH_SERVER", default_value = "127.0.0.1:7700")]
     pub server: String,
+    /// CA certificate(s), PEM, that the node's TLS certificate must chain to (`idmesh dev`
+    /// prints its path).
+    #[arg(long, global = true, env = "IDMESH_CA")]
+    pub ca: Option<PathBuf>,
+    /// Talk plaintext, to a node started with --insecure.
+    #[arg(long, global = true, env = "IDMESH_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
+    /// Client certificate (PEM chain) for a node that asks for one.
+    #[arg(long, global = true, env = "IDMESH_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "IDMESH_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -593,5 +609,40 @@ pub enum SiteCommand {
     RemoveNode {
         #[arg(long)]
         node_id: u64,
+    },
+    /// Create this site's CA (offline: talks to no node): OUT/ca.pem and OUT/ca.key.
+    InitCa {
+        /// The deployment's trust domain, e.g. acme.example.
+        #[arg(long)]
+        trust_domain: String,
+        /// The site the CA vouches for.
+        #[arg(long)]
+        site: String,
+        /// Directory to write into (created; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        valid_days: u64,
+    },
+    /// Issue a node's key and certificate with the CA of --ca-dir (offline): OUT/node.pem,
+    /// OUT/node.key, OUT/ca.pem, a node's --tls-dir.
+    IssueCert {
+        /// Directory with the site's ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The node's id in its site.
+        #[arg(long)]
+        node_id: u64,
+        /// A DNS name or IP address clients reach the node's public listener by (repeatable)
+        /// [default: localhost, 127.0.0.1].
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Directory to write into (created; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid; renew it before then.
+        #[arg(long, default_value_t = 90)]
+        valid_days: u64,
     },
 }

@@ -17,16 +17,50 @@ use tonic::transport::{Channel, Endpoint};
 /// Longest a client waits for one answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn connect(server: &str) -> Result<Channel, Failure> {
-    let endpoint = Endpoint::from_shared(format!("http://{server}"))
+/// A channel to the node of `--server`: TLS verified with `--ca` unless `--insecure`.
+pub async fn connect(client: &ClientArgs) -> Result<Channel, Failure> {
+    let server = &client.server;
+    let scheme = if client.insecure { "http" } else { "https" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{server}"))
         .map_err(|e| Failure::usage(format!("--server {server:?} is not host:port ({e})")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(REQUEST_TIMEOUT);
+    if !client.insecure {
+        endpoint =
+            endpoint.tls_config(tls_config(client)?).map_err(|e| Failure::usage(format!("TLS: {e}")))?;
+    }
     endpoint.connect().await.map_err(|e| {
+        use std::error::Error as _;
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(inner) = source {
+            detail = format!("{detail}: {inner}");
+            source = inner.source();
+        }
         Failure::server(format!(
-            "cannot connect to {server}: {e}; is a node running there? (set --server or IDMESH_SERVER)"
+            "cannot connect to {server}: {detail}; is a node running there? (set --server or IDMESH_SERVER; --insecure for a node started with --insecure)"
         ))
     })
+}
+
+fn tls_config(client: &ClientArgs) -> Result<tonic::transport::ClientTlsConfig, Failure> {
+    let Some(ca) = &client.ca else {
+        return Err(Failure::usage(
+            "the node's CA is not known: pass --ca FILE or set IDMESH_CA (`idmesh dev` prints it); --insecure talks plaintext to a node started with --insecure",
+        ));
+    };
+    let host = client.server.rsplit_once(':').map_or(client.server.as_str(), |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut config = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(crate::pki_cmd::read_pem(ca, "--ca")?))
+        .domain_name(host);
+    if let (Some(cert), Some(key)) = (&client.client_cert, &client.client_key) {
+        config = config.identity(tonic::transport::Identity::from_pem(
+            crate::pki_cmd::read_pem(cert, "--client-cert")?,
+            crate::pki_cmd::read_pem(key, "--client-key")?,
+        ));
+    }
+    Ok(config)
 }
 
 fn consistency(linearizable: bool) -> i32 {
@@ -61,7 +95,7 @@ fn jwk_texts(flag: &str, values: &[String]) -> Result<Vec<String>, Failure> {
 }
 
 pub async fn agent(client: ClientArgs, command: AgentCommand) -> Result<(), Failure> {
-    let mut api = AgentRegistryClient::new(connect(&client.server).await?);
+    let mut api = AgentRegistryClient::new(connect(&client).await?);
     let format = client.output;
     match command {
         AgentCommand::Register { agent, owner, labels, jwks, generate_key } => {
@@ -169,20 +203,30 @@ pub async fn agent(client: ClientArgs, command: AgentCommand) -> Result<(), Fail
 }
 
 pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failure> {
-    let mut api = SiteClient::new(connect(&client.server).await?);
+    match &command {
+        SiteCommand::InitCa { trust_domain, site, out, valid_days } => {
+            return crate::pki_cmd::init_ca(trust_domain, site, out, *valid_days);
+        }
+        SiteCommand::IssueCert { ca_dir, node_id, names, out, valid_days } => {
+            return crate::pki_cmd::issue_cert(ca_dir, *node_id, names, out, *valid_days);
+        }
+        _ => {}
+    }
+    let mut api = SiteClient::new(connect(&client).await?);
     let status = match command {
         SiteCommand::Status => api.get_site_status(GetSiteStatusRequest {}).await?,
         SiteCommand::AddNode { node_id, peer_addr } => {
             api.add_node(AddNodeRequest { node_id, peer_addr }).await?
         }
         SiteCommand::RemoveNode { node_id } => api.remove_node(RemoveNodeRequest { node_id }).await?,
+        SiteCommand::InitCa { .. } | SiteCommand::IssueCert { .. } => return Ok(()),
     };
     output::site_status(client.output, &status.into_inner());
     Ok(())
 }
 
 pub async fn mesh(client: ClientArgs, command: MeshCommand) -> Result<(), Failure> {
-    let mut api = idmesh_proto::v1::mesh_client::MeshClient::new(connect(&client.server).await?);
+    let mut api = idmesh_proto::v1::mesh_client::MeshClient::new(connect(&client).await?);
     match command {
         MeshCommand::Status => {
             let status = api.get_mesh_status(idmesh_proto::v1::GetMeshStatusRequest {}).await?.into_inner();

@@ -40,7 +40,7 @@ fn issuer_json(i: &Issuer) -> Value {
 }
 
 pub async fn delegation(client: ClientArgs, command: DelegationCommand) -> Result<(), Failure> {
-    let channel = connect(&client.server).await?;
+    let channel = connect(&client).await?;
     let mut api = DelegationsClient::new(channel.clone());
     let value = match command {
         DelegationCommand::Grant { user, issuer, agent, scopes, audiences, ttl_secs } => {
@@ -93,7 +93,7 @@ pub async fn delegation(client: ClientArgs, command: DelegationCommand) -> Resul
 }
 
 pub async fn issuer(client: ClientArgs, command: IssuerCommand) -> Result<(), Failure> {
-    let mut api = IssuersClient::new(connect(&client.server).await?);
+    let mut api = IssuersClient::new(connect(&client).await?);
     let value = match command {
         IssuerCommand::Put { issuer, jwks, audience } => {
             let bytes = crate::sync_cmd::read_limited(&jwks, idmesh_node::api::ISSUER_JWKS_MAX_BYTES)?;

@@ -8,6 +8,7 @@ mod exit;
 mod keyfile;
 mod node_cmd;
 mod output;
+mod pki_cmd;
 mod policy_cmd;
 mod sync_cmd;
 mod token_cmd;
@@ -24,6 +25,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    idmesh_tls::install_crypto_provider();
     let serving = matches!(cli.command, Command::Node(_) | Command::Dev(_));
     init_logging(serving);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -35,7 +37,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Node(args) => node_cmd::run_node((*args).into_config()?).await,
+            Command::Node(args) => {
+                let (config, tls_dir) = (*args).into_config()?;
+                node_cmd::run_node(config, tls_dir).await
+            }
             Command::Dev(args) => node_cmd::run_dev(args).await,
             Command::Agent { client, command } => client::agent(client, command).await,
             Command::Site { client, command } => client::site(client, command).await,

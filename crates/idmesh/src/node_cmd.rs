@@ -92,6 +92,23 @@ pub struct NodeArgs {
     /// known site holds them; 0 keeps every record [default: 0].
     #[arg(long)]
     pub audit_retention_secs: Option<u64>,
+    /// Directory with this node's TLS material: ca.pem (the site's CA), node.pem (its
+    /// certificate, then the CA's), node.key. Required unless --insecure.
+    #[arg(long)]
+    pub tls_dir: Option<PathBuf>,
+    /// PEM files of other sites' CAs to accept their nodes by: FILE,FILE,...
+    #[arg(long)]
+    pub peer_cas: Option<String>,
+    /// CA(s) whose client certificates the public listener accepts.
+    #[arg(long)]
+    pub public_client_ca: Option<PathBuf>,
+    /// none, optional or required [default: required when --public-client-ca is given].
+    #[arg(long)]
+    pub public_client_auth: Option<String>,
+    /// Plaintext on both listeners and between nodes: peers unauthenticated, tokens readable
+    /// on the wire. Only for a trial on one machine.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
 }
 
 macro_rules! prefer_flags {
@@ -138,12 +155,18 @@ impl NodeArgs {
             key_activation_delay_secs,
             max_actor_chain_depth,
             audit_retention_secs,
+            tls_dir,
+            peer_cas,
+            public_client_ca,
+            public_client_auth,
+            insecure,
         ))
     }
 
-    /// The validated node configuration.
-    pub fn into_config(self) -> Result<NodeConfig, Failure> {
+    /// The validated node configuration, and the TLS dir it was loaded from.
+    pub fn into_config(self) -> Result<(NodeConfig, Option<PathBuf>), Failure> {
         let a = self.merged()?;
+        let tls_dir = a.tls_dir.clone();
         let required = |key: &str| {
             Failure::usage(format!(
                 "{key} is required (flag --{} or key {key} in --config)",
@@ -187,6 +210,25 @@ impl NodeArgs {
             key_activation_delay_secs: a.key_activation_delay_secs.unwrap_or(t.key_activation_delay_secs),
             max_actor_chain_depth: a.max_actor_chain_depth.unwrap_or(t.max_actor_chain_depth),
         };
+        let security = crate::pki_cmd::security(
+            crate::pki_cmd::TlsFlags {
+                tls_dir: a.tls_dir,
+                peer_cas: a
+                    .peer_cas
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                public_client_ca: a.public_client_ca,
+                public_client_auth: a.public_client_auth,
+                insecure: a.insecure.unwrap_or(false),
+            },
+            &trust_domain,
+            &site,
+        )?;
         let config = NodeConfig {
             node_id,
             site,
@@ -199,9 +241,10 @@ impl NodeArgs {
             raft,
             tokens,
             audit_retention_secs: a.audit_retention_secs.unwrap_or(0),
+            security,
         };
         config.validate()?;
-        Ok(config)
+        Ok((config, tls_dir))
     }
 }
 
@@ -247,8 +290,12 @@ pub fn parse_links(text: &str) -> Result<Vec<(SiteName, String)>, InvalidField> 
         .collect()
 }
 
-/// Runs a node until SIGINT or SIGTERM.
-pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
+/// Runs a node until SIGINT or SIGTERM; with TLS, its certificate is reloaded on SIGHUP or
+/// when the file changes (`pki_cmd::reload_certificate`).
+pub async fn run_node(config: NodeConfig, tls_dir: Option<PathBuf>) -> Result<(), Failure> {
+    if let (idmesh_node::Security::Tls(tls), Some(dir)) = (&config.security, tls_dir) {
+        tokio::spawn(crate::pki_cmd::reload_certificate(tls.identity.clone(), dir));
+    }
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     wait_for_signal().await;
     tracing::info!("stopping");
@@ -260,12 +307,33 @@ pub async fn run_node(config: NodeConfig) -> Result<(), Failure> {
 pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
     let site = SiteName::parse_field("site", "dev")?;
     let trust_domain = TrustDomain::parse_field("trust_domain", &args.trust_domain)?;
-    let config =
+    let ca = if args.insecure {
+        None
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", args.data_dir.display())))?;
+        Some(crate::pki_cmd::dev_material(&args.data_dir, &trust_domain, &site)?)
+    };
+    let flags = crate::pki_cmd::TlsFlags {
+        tls_dir: ca.clone(),
+        peer_cas: Vec::new(),
+        public_client_ca: None,
+        public_client_auth: None,
+        insecure: args.insecure,
+    };
+    let security = crate::pki_cmd::security(flags, &trust_domain, &site)?;
+    let mut config =
         NodeConfig::single_node(trust_domain, site, args.data_dir.clone(), args.listen, args.peer_listen);
+    config.security = security;
     config.validate()?;
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     let server = running.public_addr;
-    crate::output::dev_banner(&server.to_string(), &args.data_dir, &args.trust_domain);
+    // Absolute, so that the printed `export IDMESH_CA=...` works from any directory.
+    let ca_file = ca.map(|dir| {
+        let file = dir.join("ca.pem");
+        std::fs::canonicalize(&file).unwrap_or(file)
+    });
+    crate::output::dev_banner(&server.to_string(), &args.data_dir, &args.trust_domain, ca_file.as_deref());
     wait_for_signal().await;
     running.shutdown().await;
     Ok(())

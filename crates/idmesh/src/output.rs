@@ -211,17 +211,35 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
 }
 
 /// What `idmesh dev` prints once it listens.
-pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str) {
+pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str, ca_file: Option<&Path>) {
     say!("idmesh dev: a single-node site, trust domain {trust_domain}");
-    say!("  listening on  {server} (gRPC)");
-    say!("  data dir      {}", data_dir.display());
-    say!();
-    say!("Try, in another terminal:");
+    match ca_file {
+        Some(ca) => {
+            say!("  listening on  {server} (gRPC over TLS)");
+            say!("  data dir      {}", data_dir.display());
+            say!("  site CA       {} (the CLI finds it through IDMESH_CA)", ca.display());
+            say!();
+            say!("Try, in another terminal:");
+            say!("  export IDMESH_CA={}", ca.display());
+        }
+        None => {
+            say!("  listening on  {server} (gRPC, PLAINTEXT: started with --insecure)");
+            say!("  data dir      {}", data_dir.display());
+            say!();
+            say!("Try, in another terminal:");
+            say!("  export IDMESH_INSECURE=true");
+        }
+    }
     say!("  idmesh agent register my-first-agent --owner you@example.com --server {server}");
     say!("  idmesh agent list --server {server}");
     say!("  idmesh site status --server {server}");
     say!("(from a source checkout, `idmesh` is `cargo run --release -p idmesh --`)");
     say!("Stop with Ctrl-C; the data stays in the data dir.");
+}
+
+/// Prints one line as it is.
+pub fn say_line(line: &str) {
+    say!("{line}");
 }
 
 /// Prints a JSON document as it came, pretty if it parses.

@@ -30,7 +30,7 @@ fn policy_json(policy: &Policy) -> Value {
 }
 
 pub async fn policy(client: ClientArgs, command: PolicyCommand) -> Result<(), Failure> {
-    let mut api = PoliciesClient::new(connect(&client.server).await?);
+    let mut api = PoliciesClient::new(connect(&client).await?);
     let value = match command {
         PolicyCommand::Put { id, file, expected_revision } => {
             let text = read_text(&file)?;
@@ -91,7 +91,7 @@ pub async fn authorize(client: ClientArgs, args: AuthorizeArgs) -> Result<(), Fa
             .ok_or_else(|| Failure::usage(format!("--attr {pair:?}: expected KEY=VALUE")))?;
         attributes.insert(key.to_owned(), value.to_owned());
     }
-    let mut api = AuthzClient::new(connect(&client.server).await?);
+    let mut api = AuthzClient::new(connect(&client).await?);
     let reply = api
         .authorize(AuthorizeRequest {
             token: args.token,

@@ -15,7 +15,7 @@ use tokio_stream::StreamExt as _;
 const PIECE_BYTES: usize = 1024 * 1024;
 
 pub async fn sync(client: ClientArgs, command: SyncCommand) -> Result<(), Failure> {
-    let mut api = MeshClient::new(connect(&client.server).await?).max_decoding_message_size(4 * PIECE_BYTES);
+    let mut api = MeshClient::new(connect(&client).await?).max_decoding_message_size(4 * PIECE_BYTES);
     match command {
         SyncCommand::Export { out, for_site } => {
             let request = ExportBundleRequest { for_site: for_site.unwrap_or_default() };

@@ -32,7 +32,7 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
             verify(client.output, &jwks, &token, audience, issuers, leeway_secs)
         }
         TokenCommand::Verify { jwks: None, token, audience, .. } => {
-            let mut api = TokensClient::new(connect(&client.server).await?);
+            let mut api = TokensClient::new(connect(&client).await?);
             let request = VerifyTokenRequest { token, audience: audience.unwrap_or_default() };
             let reply = api.verify_token(request).await?.into_inner();
             if !reply.active {
@@ -47,7 +47,7 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
             Ok(())
         }
         TokenCommand::Revoke { token, reason } => {
-            let mut api = TokensClient::new(connect(&client.server).await?);
+            let mut api = TokensClient::new(connect(&client).await?);
             let reply = api
                 .revoke_token(RevokeTokenRequest { token, reason, ..Default::default() })
                 .await?
@@ -63,14 +63,14 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
             Ok(())
         }
         TokenCommand::Jwks { all_sites } => {
-            let mut api = TokensClient::new(connect(&client.server).await?);
+            let mut api = TokensClient::new(connect(&client).await?);
             let reply = api.get_jwks(GetJwksRequest { include_trusted_sites: all_sites }).await?.into_inner();
             output::raw_json(&reply.jwks);
             Ok(())
         }
         TokenCommand::Issue { agent, key, scopes, audiences, ttl_secs } => {
             let key = keyfile::read(&key)?;
-            let channel = connect(&client.server).await?;
+            let channel = connect(&client).await?;
             let issuer = TokensClient::new(channel.clone())
                 .get_jwks(GetJwksRequest::default())
                 .await?
@@ -91,7 +91,7 @@ pub async fn token(client: ClientArgs, command: TokenCommand) -> Result<(), Fail
         }
         TokenCommand::Exchange { agent, key, subject_token, scopes, audiences, ttl_secs, delegation } => {
             let key = keyfile::read(&key)?;
-            let channel = connect(&client.server).await?;
+            let channel = connect(&client).await?;
             let issuer = TokensClient::new(channel.clone())
                 .get_jwks(GetJwksRequest::default())
                 .await?
@@ -170,7 +170,7 @@ fn verify(
 }
 
 pub async fn keys(client: ClientArgs, command: KeysCommand) -> Result<(), Failure> {
-    let mut api = SigningKeysClient::new(connect(&client.server).await?);
+    let mut api = SigningKeysClient::new(connect(&client).await?);
     let keys = match command {
         KeysCommand::List => api.list_signing_keys(ListSigningKeysRequest {}).await?.into_inner(),
         KeysCommand::Rotate { activate_after_secs } => {

@@ -71,7 +71,10 @@ async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let channel = crate::transport::connect_channel(node.transport(), &endpoint, addr)
+    let site_name = idmesh_types::SiteName::parse_field("links", site).map_err(|e| e.to_string())?;
+    let tls = crate::tls::dial_config(&node.config().security, idmesh_tls::Expect::SiteNode(site_name))
+        .map_err(|e| format!("TLS: {e}"))?;
+    let channel = crate::transport::connect_channel(node.transport(), &endpoint, addr, tls)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
     let (tx, rx) = mpsc::channel(1024);
@@ -83,7 +86,7 @@ async fn dial(node: &Node, site: &str, addr: &str) -> Result<(), String> {
         client.exchange(ReceiverStream::new(rx)).await.map_err(|s| s.message().to_owned())?.into_inner();
     // Audit records travel beside the session, on the same connection, while it lasts.
     let result = tokio::select! {
-        result = session::run(node.clone(), tx, &mut inbound, Some((site, addr))) => result,
+        result = session::run(node.clone(), tx, &mut inbound, Some((site, addr)), None) => result,
         never = node.exchange_audit_over_link(audit_channel, site) => match never {},
     };
     if result.is_err() {

@@ -36,6 +36,10 @@ impl MeshSync for MeshSyncService {
         &self,
         request: Request<Streaming<SyncFrame>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let proven = crate::PeerInfo::of(&request);
+        if let (crate::Security::Tls(_), None) = (&self.node.config().security, &proven) {
+            return Err(Status::permission_denied("the connection carries no verified certificate"));
+        }
         let mut inbound = request.into_inner();
         let (frames_tx, mut frames_rx) = mpsc::channel::<SyncFrame>(OUTBOUND_QUEUE_FRAMES);
         let (out_tx, out_rx) = mpsc::channel::<Result<SyncFrame, Status>>(OUTBOUND_QUEUE_FRAMES);
@@ -49,7 +53,8 @@ impl MeshSync for MeshSyncService {
                 }
             };
             // The session owns `frames_tx`: forwarding ends when the session does.
-            let (result, ()) = tokio::join!(session::run(node, frames_tx, &mut inbound, None), forward);
+            let (result, ()) =
+                tokio::join!(session::run(node, frames_tx, &mut inbound, None, proven), forward);
             if let Err(e) = result {
                 tracing::info!(error = %e, "incoming sync session ended");
                 if let session::SessionError::Peer(reason) = e {

@@ -46,10 +46,11 @@ pub async fn run(
     tx: mpsc::Sender<SyncFrame>,
     rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
     dialled: Option<(&str, &str)>,
+    proven: Option<std::sync::Arc<idmesh_tls::PeerName>>,
 ) -> Result<(), SessionError> {
     // (peer site, its counters when the session opened), once the hello names it.
     let mut opened = (dialled.map(|(site, _)| site.to_owned()).unwrap_or_default(), (0, 0));
-    let result = run_session(node.clone(), tx, rx, dialled, &mut opened).await;
+    let result = run_session(node.clone(), tx, rx, dialled, proven.as_deref(), &mut opened).await;
     let (peer_site, (received_before, sent_before)) = opened;
     let (received, sent) = counters(&node, &peer_site);
     let event = idmesh_audit::Event::SyncSession(idmesh_audit::SyncSessionEnded {
@@ -73,6 +74,7 @@ async fn run_session(
     tx: mpsc::Sender<SyncFrame>,
     rx: &mut (impl Stream<Item = Result<SyncFrame, Status>> + Unpin),
     dialled: Option<(&str, &str)>,
+    proven: Option<&idmesh_tls::PeerName>,
     opened: &mut (String, (u64, u64)),
 ) -> Result<(), SessionError> {
     let config = node.config();
@@ -100,6 +102,8 @@ async fn run_session(
         Some(format!("peer has {} shards, this node {SHARD_COUNT}", remote.shard_count))
     } else if let Some((expected, addr)) = dialled.filter(|(expected, _)| *expected != remote.site) {
         Some(format!("the link to site {expected} reached {addr}, a node of site {:?}", remote.site))
+    } else if let Some(p) = proven.filter(|p| p.site.as_str() != remote.site) {
+        Some(format!("the hello names site {:?}, the connection's certificate names {p}", remote.site))
     } else if idmesh_types::SiteName::parse_field("site", &remote.site).is_err() {
         Some(format!("peer names an invalid site {:?}", remote.site))
     } else {

@@ -36,6 +36,29 @@ impl AuditPeerService {
         }
         Ok(())
     }
+
+    /// Under TLS, the sender a request names must be the node of the connection's certificate.
+    fn check_sender(
+        &self,
+        proven: Option<&idmesh_tls::PeerName>,
+        site: &str,
+        node: u64,
+    ) -> Result<(), NodeError> {
+        if let crate::Security::Plaintext = self.node.config().security {
+            return Ok(());
+        }
+        match proven {
+            Some(p) if p.site.as_str() == site && p.node == Some(idmesh_types::NodeId(node)) => Ok(()),
+            Some(p) => Err(NodeError::WrongPeer {
+                detail: format!(
+                    "the request says it is from node {node} of site {site:?}, the connection's certificate names {p}"
+                ),
+            }),
+            None => {
+                Err(NodeError::WrongPeer { detail: "the connection carries no verified certificate".into() })
+            }
+        }
+    }
 }
 
 /// What a peer says it holds, checked.
@@ -81,11 +104,13 @@ pub fn records_from_wire(records: &[bytes::Bytes]) -> Result<Vec<Record>, Invali
 #[tonic::async_trait]
 impl AuditPeer for AuditPeerService {
     async fn pull(&self, request: Request<AuditPullRequest>) -> Result<Response<AuditPullReply>, Status> {
+        let proven = crate::PeerInfo::of(&request);
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
+        self.check_sender(proven.as_deref(), &request.from_site, request.from_node)?;
         let mut theirs = held_from_proto(&request.held).map_err(NodeError::from)?;
-        // What the caller holds is its acknowledgement (retention waits for it). Until peers
-        // authenticate (mTLS, issue 8) the caller's site and node are as it claims.
+        // What the caller holds is its acknowledgement (retention waits for it). Under TLS the
+        // caller is the node its certificate names (checked above); plaintext takes its word.
         let holder = RecordOrigin { site: request.from_site.clone(), node: request.from_node };
         if holder != *self.node.audit().origin() && !holder.site.is_empty() {
             self.node
@@ -106,8 +131,10 @@ impl AuditPeer for AuditPeerService {
     }
 
     async fn push(&self, request: Request<AuditPushRequest>) -> Result<Response<AuditPushReply>, Status> {
+        let proven = crate::PeerInfo::of(&request);
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
+        self.check_sender(proven.as_deref(), &request.from_site, request.from_node)?;
         let records = records_from_wire(&request.records).map_err(NodeError::from)?;
         let from = format!("{}/{}", request.from_site, request.from_node);
         let admission = self.node.accept_audit(&from, records).await?;

@@ -19,13 +19,20 @@ pub struct Peers {
     site: SiteName,
     me: NodeId,
     transport: Arc<dyn Transport>,
+    security: crate::Security,
     channels: Mutex<HashMap<u64, (String, Channel)>>,
 }
 
 impl Peers {
-    /// An empty cache for node `me` of `site`.
-    pub fn new(trust_domain: TrustDomain, site: SiteName, me: NodeId, transport: Arc<dyn Transport>) -> Self {
-        Self { trust_domain, site, me, transport, channels: Mutex::new(HashMap::new()) }
+    /// An empty cache for node `me` of `site`, dialling under `security`.
+    pub fn new(
+        trust_domain: TrustDomain,
+        site: SiteName,
+        me: NodeId,
+        transport: Arc<dyn Transport>,
+        security: crate::Security,
+    ) -> Self {
+        Self { trust_domain, site, me, transport, security, channels: Mutex::new(HashMap::new()) }
     }
 
     /// A client for node `target` at `addr`, on a cached channel (replaced if the address
@@ -57,7 +64,10 @@ impl Peers {
                     // simulation: with 10 s + 5 s a healed site stayed leaderless ~12 s.)
                     .http2_keep_alive_interval(Duration::from_secs(2))
                     .keep_alive_timeout(Duration::from_secs(2));
-                let channel = lazy_channel(&self.transport, &endpoint, addr);
+                // Only node `target` of this site may answer on this channel.
+                let tls = crate::tls::dial_config(&self.security, idmesh_tls::Expect::Member(NodeId(target)))
+                    .map_err(|e| NodeError::Storage { detail: format!("TLS: {e}") })?;
+                let channel = lazy_channel(&self.transport, &endpoint, addr, tls);
                 channels.insert(target, (addr.to_owned(), channel.clone()));
                 channel
             }
@@ -75,12 +85,29 @@ impl Peers {
         }
     }
 
-    /// Checks that a request's header is meant for this node of this site.
-    pub fn check(&self, header: Option<&PeerHeader>) -> Result<(), NodeError> {
+    /// Checks that a request's header is meant for this node of this site and, under TLS,
+    /// that it comes from the member its certificate names (`proven`).
+    pub fn check(
+        &self,
+        header: Option<&PeerHeader>,
+        proven: Option<&idmesh_tls::PeerName>,
+    ) -> Result<(), NodeError> {
         let wrong = |detail: String| Err(NodeError::WrongPeer { detail });
         let Some(h) = header else {
             return wrong("the request has no peer header".into());
         };
+        if let crate::Security::Tls(_) = self.security {
+            match proven {
+                None => return wrong("the connection carries no verified certificate".into()),
+                Some(p) if p.site.as_str() != h.site || p.node != Some(NodeId(h.from_node)) => {
+                    return wrong(format!(
+                        "it says it is from node {} of site {:?}, the connection's certificate names {p}",
+                        h.from_node, h.site
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if h.trust_domain != self.trust_domain.as_str() {
             return wrong(format!(
                 "it is for trust domain {:?}, this node is in {}",

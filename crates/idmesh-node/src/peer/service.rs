@@ -22,9 +22,10 @@ impl PeerService {
         Self { node }
     }
 
-    fn open<T: DeserializeOwned>(&self, request: &RaftRequest) -> Result<T, Status> {
-        self.node.peers().check(request.header.as_ref())?;
-        decode(&request.payload)
+    fn open<T: DeserializeOwned>(&self, request: &Request<RaftRequest>) -> Result<T, Status> {
+        let proven = crate::PeerInfo::of(request);
+        self.node.peers().check(request.get_ref().header.as_ref(), proven.as_deref())?;
+        decode(&request.get_ref().payload)
     }
 }
 
@@ -41,7 +42,7 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.open(request.get_ref())?;
+        let rpc = self.open(&request)?;
         let result = self.node.raft().append_entries(rpc).await;
         if let Ok(
             openraft::raft::AppendEntriesResponse::Success
@@ -56,12 +57,12 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.open(request.get_ref())?;
+        let rpc = self.open(&request)?;
         reply(&self.node.raft().vote(rpc).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let rpc = self.open(request.get_ref())?;
+        let rpc = self.open(&request)?;
         reply(&self.node.raft().pre_vote(rpc).await)
     }
 
@@ -69,10 +70,11 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        let proven = crate::PeerInfo::of(&request);
         let mut stream = request.into_inner();
         let first =
             stream.next().await.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))??;
-        self.node.peers().check(first.header.as_ref())?;
+        self.node.peers().check(first.header.as_ref(), proven.as_deref())?;
         let vote: Vote = decode(&first.vote)?;
         let meta: SnapshotMeta = decode(&first.meta)?;
         let mut data = first.data.to_vec();
@@ -94,8 +96,9 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<idmesh_proto::peer::ForwardRequest>,
     ) -> Result<Response<ForwardReply>, Status> {
+        let proven = crate::PeerInfo::of(&request);
         let request = request.into_inner();
-        self.node.peers().check(request.header.as_ref())?;
+        self.node.peers().check(request.header.as_ref(), proven.as_deref())?;
         let forwarded: ForwardRequest = decode(&request.payload)?;
         let answer = self.node.serve_forwarded(forwarded).await;
         let payload =

@@ -81,9 +81,11 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 impl Cluster {
     /// `n` idmesh nodes forming one site, data dirs under `root/<tag>-node-<id>`. The nodes log
     /// at their default level (info: one line per write) to a file beside their data dir.
+    /// They run TLS (a CA under `root/<tag>-ca`) unless `IDMESH_BENCH_INSECURE=1`.
     pub fn start_idmesh(root: &Path, tag: &str, n: u64) -> anyhow::Result<Cluster> {
         let addrs: Vec<(SocketAddr, SocketAddr)> =
             (0..n).map(|_| Ok((free_addr()?, free_addr()?))).collect::<anyhow::Result<_>>()?;
+        let ca = if insecure() { None } else { Some(make_ca(&root.join(format!("{tag}-ca")))?) };
         let peers: Vec<String> =
             addrs.iter().zip(1..).map(|((_, peer), id)| format!("{id}={peer}")).collect();
         let peers = peers.join(",");
@@ -98,6 +100,17 @@ impl Cluster {
                 .args(["--listen", &public.to_string(), "--peer-listen", &peer.to_string()])
                 .args(["--site-peers", &peers])
                 .env_remove("RUST_LOG");
+            match &ca {
+                None => {
+                    cmd.arg("--insecure");
+                }
+                Some(ca) => {
+                    let tls_dir = root.join(format!("{tag}-node-{id}.tls"));
+                    issue(ca, id, &tls_dir)?;
+                    cmd.arg("--tls-dir").arg(&tls_dir);
+                    CAS.lock().unwrap_or_else(|p| p.into_inner()).insert(public, tls_dir.join("ca.pem"));
+                }
+            }
             members.push(spawn(cmd, id, public, data_dir, root.join(format!("{tag}-node-{id}.log")))?);
         }
         Ok(Cluster { system: System::Idmesh, members })
@@ -240,13 +253,65 @@ fn spawn(
     Ok(Member { id, public, data_dir, log_path, child: Some(child) })
 }
 
-/// A plain-HTTP/2 gRPC channel to `addr`, retrying for a while as the process starts.
+/// `IDMESH_BENCH_INSECURE=1`: nodes run plaintext (for the TLS on/off comparison).
+pub fn insecure() -> bool {
+    std::env::var("IDMESH_BENCH_INSECURE").is_ok_and(|v| v == "1")
+}
+
+/// Which transport the idmesh nodes of this run use, for reports.
+pub fn transport_name() -> &'static str {
+    if insecure() { "plaintext (--insecure)" } else { "TLS" }
+}
+
+/// Public addresses of nodes that run TLS, and their CA file.
+static CAS: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A CA for the bench site in `dir`; returns it loaded.
+fn make_ca(dir: &Path) -> anyhow::Result<idmesh_tls::SiteCa> {
+    let td = idmesh_types::TrustDomain::parse_field("trust_domain", TRUST_DOMAIN)?;
+    let site = idmesh_types::SiteName::parse_field("site", "bench")?;
+    let made = idmesh_tls::SiteCa::generate(&td, &site, now_secs() - 60, now_secs() + 86_400)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.pem"), &made.cert_pem)?;
+    Ok(idmesh_tls::SiteCa::load(&made.cert_pem, &made.key_pem)?)
+}
+
+/// Node `id`'s TLS dir.
+fn issue(ca: &idmesh_tls::SiteCa, id: u64, out: &Path) -> anyhow::Result<()> {
+    let cert =
+        ca.issue_node(idmesh_types::NodeId(id), &["127.0.0.1".into()], now_secs() - 60, now_secs() + 86_400)?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("node.pem"), &cert.cert_pem)?;
+    std::fs::write(out.join("node.key"), cert.key_pem.as_bytes())?;
+    std::fs::write(out.join("ca.pem"), ca.cert_pem())?;
+    Ok(())
+}
+
+/// An endpoint for `addr`: TLS with the node's CA, or plaintext.
+pub fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    let ca = CAS.lock().unwrap_or_else(|p| p.into_inner()).get(&addr).cloned();
+    Ok(match ca {
+        Some(ca) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca)?))
+                .domain_name(addr.ip().to_string()),
+        )?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    })
+}
+
+/// A gRPC channel to `addr` (TLS when the node runs it), retrying for a while as the process
+/// starts.
 pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(30));
+        let endpoint =
+            endpoint(addr)?.connect_timeout(Duration::from_millis(500)).timeout(Duration::from_secs(30));
         match endpoint.connect().await {
             Ok(channel) => return Ok(channel),
             Err(e) if Instant::now() > deadline => bail!("cannot connect to {addr}: {e}"),
@@ -257,7 +322,7 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
 
 /// One node's view of its site.
 pub async fn idmesh_status(addr: SocketAddr) -> anyhow::Result<SiteStatus> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    let channel = endpoint(addr)?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(2))
         .connect()

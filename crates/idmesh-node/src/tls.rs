@@ -1,0 +1,151 @@
+//! TLS at the node's edges: both listeners accept TLS, peer connections are dialled with
+//! mutual TLS. The rules themselves (what a certificate must say) are `idmesh_tls`'s; this
+//! module runs handshakes beside the accept loop and keeps the rules current.
+//!
+//! A simulation runs plaintext ([`Security::Plaintext`]): turmoil has no TLS, and nothing
+//! between a connection and the gRPC services depends on which one carries the bytes.
+
+use crate::transport::{Connection, Incoming};
+use idmesh_tls::{ClientAuth, Expect, NodeIdentity, PeerName, SharedRules};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+
+/// A handshake that takes longer than this is dropped (a client that opens a connection and
+/// says nothing must not hold a slot).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes in progress per listener; more connections wait to be accepted.
+const HANDSHAKES_IN_FLIGHT_MAX: usize = 256;
+
+/// How a node's connections are protected.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// No TLS: tests and simulations that choose it, or `--insecure`.
+    Plaintext,
+    /// TLS on both listeners, mutual TLS between nodes.
+    Tls(Arc<NodeTls>),
+}
+
+/// A node's TLS material and rules.
+#[derive(Debug)]
+pub struct NodeTls {
+    /// The certificate this node presents.
+    pub identity: Arc<NodeIdentity>,
+    /// Trusted CAs by site, this site, removed nodes (updated as membership changes).
+    pub rules: SharedRules,
+    /// Whether the public port asks clients for certificates.
+    pub public_clients: ClientAuth,
+}
+
+/// The peer a connection was proven to come from: its certificate's node, or nothing on a
+/// plaintext connection. Services find it in a request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo(pub Option<Arc<PeerName>>);
+
+impl PeerInfo {
+    /// The proven peer of `request`, if any.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<Arc<PeerName>> {
+        request.extensions().get::<PeerInfo>().and_then(|p| p.0.clone())
+    }
+}
+
+/// Runs TLS handshakes on what `incoming` accepts, each in its own task (a slow client never
+/// holds up the others), and yields the connections that complete one. A refused handshake
+/// is logged with its reason and the connection dropped.
+pub(crate) fn accept(
+    incoming: Incoming,
+    config: Arc<rustls::ServerConfig>,
+    listener: &'static str,
+) -> Incoming {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Connection>>(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        use futures::StreamExt as _;
+        let slots = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT_MAX));
+        let mut incoming = incoming;
+        while let Some(accepted) = incoming.next().await {
+            let connection = match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    tracing::warn!(listener, error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let (acceptor, to_server) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
+                    Ok(Ok(stream)) => {
+                        let peer = peer_of(stream.get_ref().1.peer_certificates());
+                        let _ = to_server.send(Ok(Connection::with_peer(stream, peer))).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(listener, reason = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(listener, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The node a verified certificate chain names (the verifier already required exactly one).
+fn peer_of(chain: Option<&[rustls_pki_types::CertificateDer<'static>]>) -> Option<Arc<PeerName>> {
+    let leaf = chain?.first()?;
+    let info = idmesh_tls::inspect(leaf).ok()?;
+    info.sole_name("peer", true).ok().map(|name| Arc::new(name.clone()))
+}
+
+/// The client configuration for dialling `expect` under `security` (`None`: plaintext).
+pub(crate) fn dial_config(
+    security: &Security,
+    expect: Expect,
+) -> Result<Option<Arc<rustls::ClientConfig>>, idmesh_tls::TlsError> {
+    match security {
+        Security::Plaintext => Ok(None),
+        Security::Tls(tls) => {
+            idmesh_tls::peer_client_config(tls.identity.clone(), tls.rules.clone(), expect).map(Some)
+        }
+    }
+}
+
+impl crate::Node {
+    /// Keeps `rules.removed` equal to the nodes this site has had (as its trust entry lists
+    /// them) that are no longer members, so a removed node's certificate stops opening
+    /// connections here within a second of the removal being applied.
+    pub(crate) async fn refuse_removed_nodes(
+        self,
+        rules: SharedRules,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let members: std::collections::BTreeSet<u64> = self.member_ids().into_iter().collect();
+            let had = self
+                .shared()
+                .read()
+                .state
+                .trust
+                .site(self.config().site.as_str())
+                .map(|t| t.nodes.clone())
+                .unwrap_or_default();
+            let removed = had
+                .into_iter()
+                .filter(|id| !members.contains(id))
+                .map(idmesh_types::NodeId)
+                .collect::<std::collections::BTreeSet<_>>();
+            {
+                let mut rules = rules.write().unwrap_or_else(|p| p.into_inner());
+                if rules.removed != removed {
+                    tracing::info!(removed = ?removed, "nodes removed from the site are refused as peers");
+                    rules.removed = removed;
+                }
+            }
+            if !Self::sleep_unless_stopped(&mut stopped, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The site's PKI from the command line: `idmesh site init-ca`, `idmesh site issue-cert`, and
+//! loading a node's TLS material at start (`--tls-dir`, `--peer-cas`, `--public-client-ca`).
+//!
+//! A TLS dir holds `ca.pem` (this site's CA certificate), `node.pem` (the node's certificate
+//! followed by the CA's) and `node.key`. A CA dir holds `ca.pem` and `ca.key`. Private keys
+//! are written with mode 0600 and never overwritten.
+
+use crate::exit::Failure;
+use idmesh_node::{NodeTls, Security};
+use idmesh_tls::{ClientAuth, NodeIdentity, PeerRules, SiteCa, TrustAnchors};
+use idmesh_types::{NodeId, SiteName, TrustDomain};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Certificates are valid from a minute before they are made (clocks of peers differ a little).
+const BACKDATE_SECS: i64 = 60;
+/// Longest validity `--valid-days` accepts.
+const VALID_DAYS_MAX: u64 = 36_500;
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Reads a PEM file, refusing one larger than idmesh ever reads.
+pub fn read_pem(path: &Path, what: &str) -> Result<String, Failure> {
+    let size =
+        std::fs::metadata(path).map_err(|e| Failure::usage(format!("{what} {}: {e}", path.display())))?.len();
+    if size > idmesh_tls::PEM_FILE_MAX_BYTES as u64 {
+        return Err(Failure::usage(format!(
+            "{what} {}: larger than {} bytes",
+            path.display(),
+            idmesh_tls::PEM_FILE_MAX_BYTES
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{what} {}: {e}", path.display())))
+}
+
+/// Writes a new file (never over an existing one), mode 0600 for a private key.
+fn write_new(path: &Path, text: &str, private: bool) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(|e| {
+        Failure::usage(format!(
+            "cannot create {}: {e} (existing files are never overwritten)",
+            path.display()
+        ))
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::server(format!("cannot write {}: {e}", path.display())))
+}
+
+fn validity(valid_days: u64) -> Result<(i64, i64), Failure> {
+    if valid_days == 0 || valid_days > VALID_DAYS_MAX {
+        return Err(Failure::usage(format!("--valid-days must be 1 to {VALID_DAYS_MAX}")));
+    }
+    let now = now_secs();
+    Ok((now - BACKDATE_SECS, now + (valid_days * 86_400) as i64))
+}
+
+/// `idmesh site init-ca`: a new CA for `site`, written to `out/ca.pem` and `out/ca.key`.
+pub fn init_ca(trust_domain: &str, site: &str, out: &Path, valid_days: u64) -> Result<(), Failure> {
+    let trust_domain = TrustDomain::parse_field("trust_domain", trust_domain)?;
+    let site = SiteName::parse_field("site", site)?;
+    let (from, until) = validity(valid_days)?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", out.display())))?;
+    let ca =
+        SiteCa::generate(&trust_domain, &site, from, until).map_err(|e| Failure::server(e.to_string()))?;
+    write_new(&out.join("ca.key"), &ca.key_pem, true)?;
+    write_new(&out.join("ca.pem"), &ca.cert_pem, false)?;
+    crate::output::say_line(&format!(
+        "site CA for spiffe://{trust_domain}/sites/{site} written to {} (ca.pem, ca.key: keep ca.key offline)",
+        out.display()
+    ));
+    Ok(())
+}
+
+/// `idmesh site issue-cert`: a key and certificate for node `node_id`, signed by the CA in
+/// `ca_dir`, written with the CA's certificate to `out` (a node's `--tls-dir`).
+pub fn issue_cert(
+    ca_dir: &Path,
+    node_id: u64,
+    names: &[String],
+    out: &Path,
+    valid_days: u64,
+) -> Result<(), Failure> {
+    let node = NodeId::parse_field("node_id", node_id)?;
+    let (from, until) = validity(valid_days)?;
+    let ca = load_ca(ca_dir)?;
+    let names =
+        if names.is_empty() { vec!["localhost".to_owned(), "127.0.0.1".to_owned()] } else { names.to_vec() };
+    let issued = ca.issue_node(node, &names, from, until).map_err(|e| Failure::usage(e.to_string()))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", out.display())))?;
+    write_new(&out.join("node.key"), &issued.key_pem, true)?;
+    write_new(&out.join("node.pem"), &issued.cert_pem, false)?;
+    write_new(&out.join("ca.pem"), ca.cert_pem(), false)?;
+    crate::output::say_line(&format!(
+        "certificate for {}/nodes/{node} (names {}) written to {} (node.pem, node.key, ca.pem); valid {valid_days} days",
+        ca.name(),
+        names.join(", "),
+        out.display()
+    ));
+    Ok(())
+}
+
+fn load_ca(ca_dir: &Path) -> Result<SiteCa, Failure> {
+    let cert = read_pem(&ca_dir.join("ca.pem"), "CA certificate")?;
+    let key = zeroize::Zeroizing::new(read_pem(&ca_dir.join("ca.key"), "CA key")?);
+    SiteCa::load(&cert, &key).map_err(|e| Failure::usage(format!("CA in {}: {e}", ca_dir.display())))
+}
+
+/// What the node flags say about TLS.
+#[derive(Debug)]
+pub struct TlsFlags {
+    pub tls_dir: Option<PathBuf>,
+    pub peer_cas: Vec<PathBuf>,
+    pub public_client_ca: Option<PathBuf>,
+    pub public_client_auth: Option<String>,
+    pub insecure: bool,
+}
+
+/// The node's security from its flags: TLS material, or plaintext only when asked for.
+pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) -> Result<Security, Failure> {
+    let tls_dir = match (flags.tls_dir, flags.insecure) {
+        (Some(_), true) => return Err(Failure::usage("--insecure and --tls-dir exclude each other")),
+        (None, true) => return Ok(Security::Plaintext),
+        (None, false) => {
+            return Err(Failure::usage(
+                "tls_dir is required (flag --tls-dir or key tls_dir in --config): a directory with ca.pem, node.pem and node.key (make them with `idmesh site init-ca` and `idmesh site issue-cert`); --insecure runs plaintext instead",
+            ));
+        }
+        (Some(dir), false) => dir,
+    };
+    idmesh_tls::install_crypto_provider();
+    let bad = |e: idmesh_tls::TlsError| Failure::usage(format!("--tls-dir {}: {e}", tls_dir.display()));
+    let cert = read_pem(&tls_dir.join("node.pem"), "node certificate")?;
+    let key = zeroize::Zeroizing::new(read_pem(&tls_dir.join("node.key"), "node key")?);
+    let identity = NodeIdentity::from_pem(&cert, &key).map_err(bad)?;
+    let mut anchors = TrustAnchors::new(trust_domain.clone());
+    let own = tls_dir.join("ca.pem");
+    anchors.add_pem(&own.display().to_string(), &read_pem(&own, "CA certificate")?).map_err(bad)?;
+    for path in &flags.peer_cas {
+        let sites = anchors
+            .add_pem(&path.display().to_string(), &read_pem(path, "peer CA")?)
+            .map_err(|e| Failure::usage(format!("--peer-cas: {e}")))?;
+        tracing::info!(file = %path.display(), sites = ?sites, "trusting CAs of other sites");
+    }
+    let public_clients = match (flags.public_client_ca, flags.public_client_auth.as_deref()) {
+        (None, None | Some("none")) => ClientAuth::None,
+        (None, Some(_)) => return Err(Failure::usage("--public-client-auth needs --public-client-ca")),
+        (Some(path), mode) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let text = read_pem(&path, "public client CA")?;
+            let certs = idmesh_tls::inspect_pem_certs(&path.display().to_string(), &text)
+                .map_err(|e| Failure::usage(format!("--public-client-ca: {e}")))?;
+            for c in certs {
+                roots.add(c).map_err(|e| Failure::usage(format!("--public-client-ca: {e}")))?;
+            }
+            match mode {
+                None | Some("required") => ClientAuth::Required(Arc::new(roots)),
+                Some("optional") => ClientAuth::Optional(Arc::new(roots)),
+                Some(other) => {
+                    return Err(Failure::usage(format!(
+                        "--public-client-auth must be none, optional or required (got {other:?})"
+                    )));
+                }
+            }
+        }
+    };
+    let rules = PeerRules { anchors, own_site: site.clone(), removed: Default::default() };
+    Ok(Security::Tls(Arc::new(NodeTls {
+        identity: Arc::new(identity),
+        rules: Arc::new(RwLock::new(rules)),
+        public_clients,
+    })))
+}
+
+/// `idmesh dev`: a CA and a node certificate in `<data-dir>/tls` (made on first start, reused
+/// after), so a trial runs with TLS like a real site. Returns the TLS dir.
+pub fn dev_material(
+    data_dir: &Path,
+    trust_domain: &TrustDomain,
+    site: &SiteName,
+) -> Result<PathBuf, Failure> {
+    let tls_dir = data_dir.join("tls");
+    if tls_dir.join("node.pem").exists() {
+        return Ok(tls_dir);
+    }
+    let ca_dir = data_dir.join("ca");
+    if !ca_dir.join("ca.pem").exists() {
+        init_ca(trust_domain.as_str(), site.as_str(), &ca_dir, 3650)?;
+    }
+    issue_cert(&ca_dir, 1, &[], &tls_dir, 365)?;
+    Ok(tls_dir)
+}
+
+/// Certificate rotation without downtime: on SIGHUP, and whenever `node.pem` changes (checked
+/// every 10 s), the node reads `node.pem` and `node.key` from its TLS dir again and presents
+/// them on every handshake after that; open connections keep the certificate they began with.
+/// A pair that does not load (or names another node) is logged and the current one kept.
+pub async fn reload_certificate(identity: Arc<NodeIdentity>, tls_dir: PathBuf) {
+    let modified = |dir: &Path| std::fs::metadata(dir.join("node.pem")).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&tls_dir);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let asked = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let asked = std::future::pending::<()>();
+        let by_signal = tokio::select! {
+            () = asked => true,
+            () = tokio::time::sleep(std::time::Duration::from_secs(10)) => false,
+        };
+        let now_modified = modified(&tls_dir);
+        if !by_signal && now_modified == seen {
+            continue;
+        }
+        seen = now_modified;
+        let loaded = read_pem(&tls_dir.join("node.pem"), "node certificate").and_then(|cert| {
+            let key = zeroize::Zeroizing::new(read_pem(&tls_dir.join("node.key"), "node key")?);
+            identity.replace(&cert, &key).map_err(|e| Failure::usage(e.to_string()))
+        });
+        match loaded {
+            Ok(()) => tracing::info!(
+                dir = %tls_dir.display(),
+                not_after_secs = identity.not_after_secs(),
+                "node certificate reloaded; new handshakes present it"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %tls_dir.display(),
+                error = %e.message(),
+                "node certificate not reloaded; the current one stays"
+            ),
+        }
+    }
+}

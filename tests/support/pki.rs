@@ -1,0 +1,46 @@
+//! Test CAs and node certificates, made with idmesh's own PKI code (what `idmesh site
+//! init-ca` and `issue-cert` run), written as a node's `--tls-dir` expects them.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Validity of a test certificate: from a minute ago for a day.
+pub const VALID: (i64, i64) = (-60, 86_400);
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A CA for `site` of `trust_domain` in `dir` (ca.pem, ca.key).
+pub fn make_ca(dir: &Path, trust_domain: &str, site: &str) {
+    let td = idmesh_types::TrustDomain::parse_field("td", trust_domain).unwrap();
+    let site = idmesh_types::SiteName::parse_field("site", site).unwrap();
+    let now = now_secs();
+    let ca = idmesh_tls::SiteCa::generate(&td, &site, now - 60, now + 10 * 86_400).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.join("ca.key"), ca.key_pem.as_bytes()).unwrap();
+}
+
+/// A certificate for node `id` by the CA in `ca_dir`, valid `window` (seconds from now), in
+/// `out` (node.pem, node.key, ca.pem), replacing what is there.
+pub fn issue(ca_dir: &Path, id: u64, out: &Path, window: (i64, i64)) {
+    let ca = idmesh_tls::SiteCa::load(
+        &std::fs::read_to_string(ca_dir.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(ca_dir.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let now = now_secs();
+    let cert = ca
+        .issue_node(
+            idmesh_types::NodeId(id),
+            &["127.0.0.1".into(), "localhost".into()],
+            now + window.0,
+            now + window.1,
+        )
+        .unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join("node.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(out.join("node.key"), cert.key_pem.as_bytes()).unwrap();
+    std::fs::write(out.join("ca.pem"), ca.cert_pem()).unwrap();
+}
