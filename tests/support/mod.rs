@@ -150,6 +150,23 @@ impl Site {
         &self.nodes[&id]
     }
 
+    /// A new node `id` (not an initial member) with no certificate, started with `--join
+    /// <token>` through node `via`'s public port; `extra` flags are added.
+    pub fn add_joining_process(&mut self, id: u64, token: &str, via: u64, extra: &[&str]) -> &NodeProc {
+        let mut node = NodeProc::new(self.dir.path(), id, &self.ca_dir, true);
+        register_ca(node.public, &self.ca_dir.join("ca.pem"));
+        let via = self.nodes[&via].public.to_string();
+        let ca = self.ca_dir.join("ca.pem").display().to_string();
+        node.extra_args = ["--join", token, "--join-server", &via, "--join-ca", &ca]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        self.nodes.insert(id, node);
+        self.spawn(id);
+        &self.nodes[&id]
+    }
+
     pub fn node(&self, id: u64) -> &NodeProc {
         &self.nodes[&id]
     }

@@ -21,6 +21,7 @@ pub mod exchange;
 mod grants;
 pub mod host;
 mod identity;
+pub mod join;
 pub mod keys;
 pub mod membership;
 pub mod mesh;

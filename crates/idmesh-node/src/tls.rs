@@ -35,6 +35,8 @@ pub struct NodeTls {
     pub rules: SharedRules,
     /// Whether the public port asks clients for certificates.
     pub public_clients: ClientAuth,
+    /// The site's CA with its key, when this node may issue certificates to joining nodes.
+    pub issuer: Option<Arc<idmesh_tls::SiteCa>>,
 }
 
 /// The peer a connection was proven to come from: its certificate's node, or nothing on a

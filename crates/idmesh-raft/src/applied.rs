@@ -177,6 +177,10 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         Some(bytes) => decode("signing keys", &bytes)?,
         None => SiteKeys::default(),
     };
+    let join_tokens: idmesh_state::JoinTokens = match get(keys::SM_JOIN)? {
+        Some(bytes) => decode("join tokens", &bytes)?,
+        None => Default::default(),
+    };
     let trust: TrustBundle = match get(SM_TRUST)? {
         Some(bytes) => decode("trust bundle", &bytes)?,
         None => TrustBundle::default(),
@@ -213,6 +217,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         delegations: Default::default(),
         issuers: Default::default(),
         revoked_tokens: Default::default(),
+        join_tokens,
     };
     idmesh_state::crdt::materialize_grants(shards.iter().map(|s| &s.applied), &mut site);
     Ok(AppliedState { state: site, shards, working_owner: None, last_applied, membership })

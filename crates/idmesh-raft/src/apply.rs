@@ -31,6 +31,7 @@ pub(crate) fn apply_entry(
             Ok(match state.state.apply(&command) {
                 Ok(applied) => {
                     batch.put(SM_KEYS, encode("signing keys", &state.state.keys)?);
+                    batch.put(keys::SM_JOIN, encode("join tokens", &state.state.join_tokens)?);
                     WriteOutcome::Applied(applied)
                 }
                 Err(refusal) => WriteOutcome::Refused(refusal),

@@ -17,6 +17,8 @@ pub const IDENTITY: &[u8] = b"meta/identity";
 pub const SM_AGENT: &[u8] = b"sm/agent/";
 /// The site's signing keys (one value: the whole key set, small).
 pub const SM_KEYS: &[u8] = b"sm/keys";
+/// The site's join tokens (one value: at most 1,000 small entries).
+pub const SM_JOIN: &[u8] = b"sm/join";
 /// The trust bundle: every site's published public keys (one value, small).
 pub const SM_TRUST: &[u8] = b"sm/trust";
 /// Last applied log id of the state machine.

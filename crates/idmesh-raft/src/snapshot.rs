@@ -54,6 +54,9 @@ pub struct SnapshotPayload {
     pub trust_domain: TrustDomain,
     /// The site's signing keys (private parts included: snapshots travel only inside a site).
     pub signing_keys: SiteKeys,
+    /// The site's join tokens (absent in snapshots of builds before join tokens).
+    #[serde(default)]
+    pub join_tokens: idmesh_state::JoinTokens,
     /// Every shard document, saved whole, in shard order.
     pub shards: Vec<ChangeBytes>,
 }
@@ -73,6 +76,7 @@ impl SnapshotData {
                     format: SNAPSHOT_FORMAT,
                     trust_domain: state.registry.trust_domain().clone(),
                     signing_keys: state.keys.clone(),
+                    join_tokens: state.join_tokens.clone(),
                     shards,
                 };
                 Ok(Arc::new(encode("snapshot", &payload)?))
@@ -80,12 +84,12 @@ impl SnapshotData {
         }
     }
 
-    /// The signing keys and shard documents this snapshot holds, checked to be of
+    /// The signing keys, join tokens and shard documents this snapshot holds, checked to be of
     /// `trust_domain`.
     pub fn into_parts(
         self,
         trust_domain: &TrustDomain,
-    ) -> Result<(SiteKeys, Vec<Shard>, Vec<ChangeBytes>), io::Error> {
+    ) -> Result<(SiteKeys, idmesh_state::JoinTokens, Vec<Shard>, Vec<ChangeBytes>), io::Error> {
         let bytes = self.encode()?;
         let payload: SnapshotPayload = decode("snapshot", &bytes)?;
         let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
@@ -109,6 +113,6 @@ impl SnapshotData {
             .iter()
             .map(|saved| Shard::load(&saved.0).map_err(|e| invalid(format!("snapshot shard: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((payload.signing_keys, shards, payload.shards))
+        Ok((payload.signing_keys, payload.join_tokens, shards, payload.shards))
     }
 }

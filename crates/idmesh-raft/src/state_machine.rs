@@ -128,7 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), io::Error> {
         let trust_domain = self.shared.read().state.registry.trust_domain().clone();
         let decode_domain = trust_domain.clone();
-        let (signing_keys, mut shards, saved) =
+        let (signing_keys, join_tokens, mut shards, saved) =
             crate::offload::off_worker(self.store.is_in_memory(), "snapshot decode", move || {
                 data.into_parts(&decode_domain)
             })
@@ -159,6 +159,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put(keys::crdt_doc_key(shard), bytes.0);
         }
         batch.put(SM_KEYS, encode("signing keys", &signing_keys)?);
+        batch.put(keys::SM_JOIN, encode("join tokens", &join_tokens)?);
         batch.put(keys::SM_TRUST, encode("trust bundle", &trust)?);
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
@@ -174,6 +175,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             delegations: Default::default(),
             issuers: Default::default(),
             revoked_tokens: Default::default(),
+            join_tokens,
         };
         idmesh_state::crdt::materialize_grants(shards.iter(), &mut site);
         {

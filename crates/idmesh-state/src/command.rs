@@ -48,6 +48,24 @@ pub enum Op {
     },
     /// Add a signing key to the site (its first, or the next one of a rotation).
     AddSigningKey(NewSigningKey),
+    /// Remember a join token (its id and the SHA-256 of its secret) until it expires.
+    MintJoinToken {
+        /// 16 hex digits.
+        id: String,
+        /// SHA-256 of the secret, 64 hex digits.
+        secret_sha256: String,
+        /// When it stops working.
+        expires_at: UnixMillis,
+    },
+    /// Spend a join token on node `node_id`.
+    RedeemJoinToken {
+        /// The token's id.
+        id: String,
+        /// SHA-256 of the secret presented.
+        secret_sha256: String,
+        /// The node id the joiner gets.
+        node_id: u64,
+    },
     /// Create or replace a policy.
     PutPolicy {
         /// The policy id.
@@ -199,6 +217,7 @@ impl Command {
             Op::DeleteIssuer { issuer } => issuer.clone(),
             Op::RevokeToken { jti, .. } => format!("jti {jti}"),
             Op::AddSigningKey(key) => format!("key {}", key.secret.public().thumbprint()),
+            Op::MintJoinToken { id, .. } | Op::RedeemJoinToken { id, .. } => format!("join token {id}"),
             Op::RegisterAgent(_)
             | Op::UpdateAgent(_)
             | Op::SuspendAgent { .. }
@@ -271,6 +290,12 @@ impl Command {
             }
             Op::PutIssuer(_) | Op::DeleteIssuer { .. } => crate::issuer::validate(&self.op),
             Op::RevokeToken { .. } => crate::token_revocation::validate(&self.op, self.at),
+            Op::MintJoinToken { id, secret_sha256, expires_at } => {
+                crate::join::validate_mint(id, secret_sha256, self.at, *expires_at)
+            }
+            Op::RedeemJoinToken { id, secret_sha256, node_id } => {
+                crate::join::validate_redeem(id, secret_sha256, *node_id)
+            }
             Op::AddSigningKey(key) => {
                 if key.activates_at < self.at {
                     return Err(InvalidField::new("activates_at", "must not be before the command's time"));
@@ -314,6 +339,12 @@ impl fmt::Display for Command {
             Op::PutIssuer(issuer) => return write!(f, "trust issuer {} at {}", issuer.issuer, self.at),
             Op::DeleteIssuer { issuer } => return write!(f, "distrust issuer {issuer} at {}", self.at),
             Op::RevokeToken { jti, .. } => return write!(f, "revoke token {jti} at {}", self.at),
+            Op::MintJoinToken { id, expires_at, .. } => {
+                return write!(f, "mint join token {id} expiring at {expires_at} at {}", self.at);
+            }
+            Op::RedeemJoinToken { id, node_id, .. } => {
+                return write!(f, "redeem join token {id} for node {node_id} at {}", self.at);
+            }
         };
         match self.agent_id() {
             Some(id) => write!(f, "{verb} {id} at {}", self.at),

@@ -18,6 +18,7 @@ mod delegation;
 mod entry;
 mod error;
 mod issuer;
+pub mod join;
 pub mod keys;
 mod list;
 mod policy;
@@ -36,6 +37,7 @@ pub use delegation::{
 pub use entry::{ChangeBytes, Entry, REMOTE_CHANGES_MAX_COUNT};
 pub use error::StateError;
 pub use issuer::{ISSUER_KID_MAX_BYTES, IssuerKey, TrustedIssuer, TrustedIssuers, issuer_after};
+pub use join::{JoinToken, JoinTokens};
 pub use keys::{KeySecret, KeyStatus, SiteKey, SiteKeys};
 pub use list::{LabelSelector, ListQuery, Page};
 pub use policy::{Policies, Policy, actions_after, policy_after};

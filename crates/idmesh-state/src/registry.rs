@@ -123,8 +123,12 @@ pub fn agent_after(
         }
         Op::ResumeAgent { id } => set_status(existing(before, id)?, AgentStatus::Active, "", at),
         Op::RevokeAgent { id, reason } => set_status(existing(before, id)?, AgentStatus::Revoked, reason, at),
-        Op::AddSigningKey(_) => {
-            Err(InvalidField::new("op", "a signing key is not an agent: apply it to the site state").into())
+        Op::AddSigningKey(_) | Op::MintJoinToken { .. } | Op::RedeemJoinToken { .. } => {
+            Err(InvalidField::new(
+                "op",
+                "signing keys and join tokens are not agents: apply them to the site state",
+            )
+            .into())
         }
         Op::PutPolicy { .. }
         | Op::DeletePolicy { .. }

@@ -11,6 +11,20 @@ use serde::{Deserialize, Serialize};
 pub enum Applied {
     /// The agent as it is afterwards.
     Agent(Agent),
+    /// A join token was minted.
+    JoinTokenMinted {
+        /// Its id.
+        id: String,
+        /// When it expires.
+        expires_at: UnixMillis,
+    },
+    /// A join token was spent.
+    JoinTokenRedeemed {
+        /// Its id.
+        id: String,
+        /// The node that joined with it.
+        node_id: u64,
+    },
     /// A signing key was added.
     SigningKey {
         /// Its thumbprint.
@@ -57,6 +71,8 @@ pub struct SiteState {
     pub issuers: std::sync::Arc<crate::TrustedIssuers>,
     /// Revoked token ids.
     pub revoked_tokens: std::sync::Arc<crate::RevokedTokens>,
+    /// Join tokens minted here (this site's only; never shared with other sites).
+    pub join_tokens: crate::JoinTokens,
 }
 
 impl SiteState {
@@ -70,6 +86,7 @@ impl SiteState {
             delegations: Default::default(),
             issuers: Default::default(),
             revoked_tokens: Default::default(),
+            join_tokens: Default::default(),
         }
     }
 
@@ -81,6 +98,11 @@ impl SiteState {
                 self.keys = keys;
                 Ok(applied)
             }
+            Op::MintJoinToken { .. } | Op::RedeemJoinToken { .. } => {
+                let (tokens, applied) = self.join(command)?;
+                self.join_tokens = tokens;
+                Ok(applied)
+            }
             _ => self.registry.apply(command).map(Applied::Agent),
         }
     }
@@ -89,7 +111,24 @@ impl SiteState {
     pub fn evaluate(&self, command: &Command) -> Result<Applied, StateError> {
         match &command.op {
             Op::AddSigningKey(new) => self.add_key(command, new).map(|(_, applied)| applied),
+            Op::MintJoinToken { .. } | Op::RedeemJoinToken { .. } => {
+                self.join(command).map(|(_, applied)| applied)
+            }
             _ => self.registry.evaluate(command).map(Applied::Agent),
+        }
+    }
+
+    fn join(&self, command: &Command) -> Result<(crate::JoinTokens, Applied), StateError> {
+        match &command.op {
+            Op::MintJoinToken { id, secret_sha256, expires_at } => Ok((
+                self.join_tokens.minted(id, secret_sha256, command.at, *expires_at)?,
+                Applied::JoinTokenMinted { id: id.clone(), expires_at: *expires_at },
+            )),
+            Op::RedeemJoinToken { id, secret_sha256, node_id } => Ok((
+                self.join_tokens.redeemed(id, secret_sha256, *node_id, command.at)?,
+                Applied::JoinTokenRedeemed { id: id.clone(), node_id: *node_id },
+            )),
+            _ => Err(InvalidField::new("op", "not a join token command").into()),
         }
     }
 

@@ -185,6 +185,17 @@ impl SiteCa {
     }
 }
 
+/// A new key and a certificate signing request over it (what a joining node sends; the CA
+/// decides the names). Returns (request PEM, key PEM).
+pub fn new_signing_request() -> Result<(String, Zeroizing<String>), TlsError> {
+    let key = KeyPair::generate().map_err(|e| TlsError::generate("a node key", e))?;
+    let request = CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| TlsError::generate("a certificate request", e))?;
+    Ok((request, Zeroizing::new(key.serialize_pem())))
+}
+
 fn uri(name: &PeerName) -> Result<SanType, TlsError> {
     Ok(SanType::URI(name.to_string().try_into().map_err(|e| TlsError::generate("a SPIFFE URI", e))?))
 }

@@ -32,7 +32,9 @@ pub use config::{
 pub use error::TlsError;
 pub use identity::NodeIdentity;
 pub use inspect::{CertInfo, certs_from_pem as inspect_pem_certs, inspect};
-pub use issue::{CA_VALID_SECS_DEFAULT, IssuedCert, NODE_CERT_VALID_SECS_DEFAULT, SiteCa};
+pub use issue::{
+    CA_VALID_SECS_DEFAULT, IssuedCert, NODE_CERT_VALID_SECS_DEFAULT, SiteCa, new_signing_request,
+};
 pub use spiffe::PeerName;
 pub use verify::{Expect, PeerRules, PeerVerifier, SharedRules};
 

@@ -610,6 +610,12 @@ pub enum SiteCommand {
         #[arg(long)]
         node_id: u64,
     },
+    /// Mint a single-use token a new node joins the site with (`idmesh node --join`).
+    JoinToken {
+        /// How long it works: seconds, or with a unit (90s, 30m, 1h, 2d); at most a week.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Create this site's CA (offline: talks to no node): OUT/ca.pem and OUT/ca.key.
     InitCa {
         /// The deployment's trust domain, e.g. acme.example.

@@ -63,6 +63,25 @@ fn tls_config(client: &ClientArgs) -> Result<tonic::transport::ClientTlsConfig, 
     Ok(config)
 }
 
+/// `90`, `90s`, `30m`, `1h`, `2d` as seconds.
+fn parse_duration_secs(flag: &str, text: &str) -> Result<u64, Failure> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(Failure::usage(format!("{flag} {text:?}: the unit must be s, m, h or d"))),
+    };
+    number.parse::<u64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(|| {
+        Failure::usage(format!("{flag} {text:?} is not a duration such as 90s, 30m, 1h or 2d"))
+    })
+}
+
 fn consistency(linearizable: bool) -> i32 {
     if linearizable { Consistency::Linearizable as i32 } else { Consistency::Local as i32 }
 }
@@ -210,6 +229,19 @@ pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failur
         SiteCommand::IssueCert { ca_dir, node_id, names, out, valid_days } => {
             return crate::pki_cmd::issue_cert(ca_dir, *node_id, names, out, *valid_days);
         }
+        SiteCommand::JoinToken { ttl } => {
+            let ttl_secs = parse_duration_secs("--ttl", ttl)?;
+            let mut api = SiteClient::new(connect(&client).await?);
+            let answer = api
+                .create_join_token(idmesh_proto::v1::CreateJoinTokenRequest { ttl_secs })
+                .await?
+                .into_inner();
+            output::summary(
+                client.output,
+                &serde_json::json!({"token": answer.token, "expires_at_unix_ms": answer.expires_at_unix_ms}),
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let mut api = SiteClient::new(connect(&client).await?);
@@ -219,7 +251,9 @@ pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failur
             api.add_node(AddNodeRequest { node_id, peer_addr }).await?
         }
         SiteCommand::RemoveNode { node_id } => api.remove_node(RemoveNodeRequest { node_id }).await?,
-        SiteCommand::InitCa { .. } | SiteCommand::IssueCert { .. } => return Ok(()),
+        SiteCommand::InitCa { .. } | SiteCommand::IssueCert { .. } | SiteCommand::JoinToken { .. } => {
+            return Ok(());
+        }
     };
     output::site_status(client.output, &status.into_inner());
     Ok(())

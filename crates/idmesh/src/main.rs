@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => {
-                let (config, tls_dir) = (*args).into_config()?;
+                let (config, tls_dir) = (*args).into_config().await?;
                 node_cmd::run_node(config, tls_dir).await
             }
             Command::Dev(args) => node_cmd::run_dev(args).await,

@@ -105,6 +105,24 @@ pub struct NodeArgs {
     /// none, optional or required [default: required when --public-client-ca is given].
     #[arg(long)]
     pub public_client_auth: Option<String>,
+    /// The site's CA (ca.pem, ca.key): with it this node issues certificates to nodes that
+    /// join with a token (`idmesh site join-token`).
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
+    /// Join the site with this token (from `idmesh site join-token`) when --tls-dir holds no
+    /// certificate yet: the node makes its key, and a node of the site signs its certificate.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// The public address (host:port) of a node of the site that has the CA (--ca-dir).
+    #[arg(long)]
+    pub join_server: Option<String>,
+    /// The site CA's certificate, to verify the join server by [default: <tls-dir>/ca.pem].
+    #[arg(long)]
+    pub join_ca: Option<PathBuf>,
+    /// DNS names and IP addresses for the joining node's certificate: NAME,NAME,...
+    /// [default: localhost and the --listen address].
+    #[arg(long)]
+    pub cert_names: Option<String>,
     /// Plaintext on both listeners and between nodes: peers unauthenticated, tokens readable
     /// on the wire. Only for a trial on one machine.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -159,12 +177,18 @@ impl NodeArgs {
             peer_cas,
             public_client_ca,
             public_client_auth,
+            ca_dir,
+            join,
+            join_server,
+            join_ca,
+            cert_names,
             insecure,
         ))
     }
 
-    /// The validated node configuration, and the TLS dir it was loaded from.
-    pub fn into_config(self) -> Result<(NodeConfig, Option<PathBuf>), Failure> {
+    /// The validated node configuration, and the TLS dir it was loaded from. With `--join`
+    /// and no certificate in the TLS dir yet, joins the site first (see `pki_cmd::join_site`).
+    pub async fn into_config(self) -> Result<(NodeConfig, Option<PathBuf>), Failure> {
         let a = self.merged()?;
         let tls_dir = a.tls_dir.clone();
         let required = |key: &str| {
@@ -210,6 +234,25 @@ impl NodeArgs {
             key_activation_delay_secs: a.key_activation_delay_secs.unwrap_or(t.key_activation_delay_secs),
             max_actor_chain_depth: a.max_actor_chain_depth.unwrap_or(t.max_actor_chain_depth),
         };
+        let listen = a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700)));
+        if let Some(token) = &a.join {
+            let Some(dir) = &tls_dir else {
+                return Err(Failure::usage("--join needs --tls-dir (where the new key and certificate go)"));
+            };
+            let server = a.join_server.as_deref().ok_or_else(|| {
+                Failure::usage(
+                    "--join needs --join-server: the public address of a node of the site with --ca-dir",
+                )
+            })?;
+            let names: Vec<String> = match &a.cert_names {
+                Some(text) => {
+                    text.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect()
+                }
+                None => vec!["localhost".into(), listen.ip().to_string()],
+            };
+            let ca = a.join_ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
+            crate::pki_cmd::join_site(token, server, &ca, node_id, &names, dir).await?;
+        }
         let security = crate::pki_cmd::security(
             crate::pki_cmd::TlsFlags {
                 tls_dir: a.tls_dir,
@@ -224,6 +267,7 @@ impl NodeArgs {
                     .collect(),
                 public_client_ca: a.public_client_ca,
                 public_client_auth: a.public_client_auth,
+                ca_dir: a.ca_dir,
                 insecure: a.insecure.unwrap_or(false),
             },
             &trust_domain,
@@ -234,7 +278,7 @@ impl NodeArgs {
             site,
             trust_domain,
             data_dir,
-            listen: a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700))),
+            listen,
             peer_listen: a.peer_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7701))),
             site_peers,
             links,
@@ -319,6 +363,7 @@ pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
         peer_cas: Vec::new(),
         public_client_ca: None,
         public_client_auth: None,
+        ca_dir: ca.as_ref().and_then(|tls| tls.parent().map(|d| d.join("ca"))),
         insecure: args.insecure,
     };
     let security = crate::pki_cmd::security(flags, &trust_domain, &site)?;

@@ -125,6 +125,8 @@ pub struct TlsFlags {
     pub peer_cas: Vec<PathBuf>,
     pub public_client_ca: Option<PathBuf>,
     pub public_client_auth: Option<String>,
+    /// The site's CA with its key: this node may issue certificates to joining nodes.
+    pub ca_dir: Option<PathBuf>,
     pub insecure: bool,
 }
 
@@ -176,12 +178,83 @@ pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) ->
             }
         }
     };
+    let issuer = match &flags.ca_dir {
+        None => None,
+        Some(dir) => {
+            let ca = load_ca(dir)?;
+            if &ca.name().site != site || &ca.name().trust_domain != trust_domain {
+                return Err(Failure::usage(format!(
+                    "--ca-dir {}: the CA is of {}, not of this site",
+                    dir.display(),
+                    ca.name()
+                )));
+            }
+            Some(Arc::new(ca))
+        }
+    };
     let rules = PeerRules { anchors, own_site: site.clone(), removed: Default::default() };
     Ok(Security::Tls(Arc::new(NodeTls {
         identity: Arc::new(identity),
         rules: Arc::new(RwLock::new(rules)),
         public_clients,
+        issuer,
     })))
+}
+
+/// `--join`: when `tls_dir` has no `node.pem`, makes a key, sends a signing request with
+/// `token` to `server` (verified with `ca_file`) and writes what it gets back to `tls_dir`
+/// (`node.key` 0600, `node.pem`, `ca.pem`). Nothing is written unless the site answers with a
+/// certificate.
+pub async fn join_site(
+    token: &str,
+    server: &str,
+    ca_file: &Path,
+    node_id: NodeId,
+    names: &[String],
+    tls_dir: &Path,
+) -> Result<(), Failure> {
+    if tls_dir.join("node.pem").exists() {
+        tracing::info!(dir = %tls_dir.display(), "the TLS dir already holds a certificate; --join is not needed");
+        return Ok(());
+    }
+    let ca = read_pem(ca_file, "--join-ca")?;
+    let (request, key) = idmesh_tls::new_signing_request().map_err(|e| Failure::server(e.to_string()))?;
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{server}"))
+        .map_err(|e| Failure::usage(format!("--join-server {server:?} is not host:port ({e})")))?
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+                .domain_name(host),
+        )
+        .map_err(|e| Failure::usage(format!("TLS: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Failure::server(format!("cannot reach the join server {server}: {e}")))?;
+    let answer = idmesh_proto::v1::site_client::SiteClient::new(channel)
+        .join(idmesh_proto::v1::JoinRequest {
+            token: token.to_owned(),
+            node_id: node_id.0,
+            csr_pem: request,
+            names: names.to_vec(),
+        })
+        .await
+        .map_err(|status| {
+            Failure::server(format!("join refused by {server}: {}", Failure::from(status).message()))
+        })?
+        .into_inner();
+    std::fs::create_dir_all(tls_dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", tls_dir.display())))?;
+    write_new(&tls_dir.join("node.key"), &key, true)?;
+    write_new(&tls_dir.join("node.pem"), &answer.cert_pem, false)?;
+    if !tls_dir.join("ca.pem").exists() {
+        write_new(&tls_dir.join("ca.pem"), &answer.ca_pem, false)?;
+    }
+    tracing::info!(dir = %tls_dir.display(), node = node_id.0, %server, "joined: certificate received");
+    Ok(())
 }
 
 /// `idmesh dev`: a CA and a node certificate in `<data-dir>/tls` (made on first start, reused

@@ -2,7 +2,10 @@
 
 use crate::Node;
 use idmesh_proto::v1::site_server::Site;
-use idmesh_proto::v1::{AddNodeRequest, GetSiteStatusRequest, RemoveNodeRequest, SiteStatus};
+use idmesh_proto::v1::{
+    AddNodeRequest, CreateJoinTokenRequest, CreateJoinTokenResponse, GetSiteStatusRequest, JoinRequest,
+    JoinResponse, RemoveNodeRequest, SiteStatus,
+};
 use tonic::{Request, Response, Status};
 
 /// The site service of one node.
@@ -39,5 +42,27 @@ impl Site for SiteApi {
         let log_index = self.node.remove_node(request.node_id).await?;
         tracing::info!(removed = request.node_id, log_index, "node removed");
         Ok(Response::new(self.node.site_status()))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let (token, expires_at) = self.node.mint_join_token(request.into_inner().ttl_secs).await?;
+        Ok(Response::new(CreateJoinTokenResponse { token, expires_at_unix_ms: expires_at.0 }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let request = request.into_inner();
+        if request.names.len() > idmesh_tls::CERT_NAMES_MAX {
+            return Err(crate::NodeError::from(idmesh_types::InvalidField::new(
+                "names",
+                format!("at most {}", idmesh_tls::CERT_NAMES_MAX),
+            ))
+            .into());
+        }
+        let (cert_pem, ca_pem) =
+            self.node.join(&request.token, request.node_id, &request.csr_pem, &request.names).await?;
+        Ok(Response::new(JoinResponse { cert_pem, ca_pem }))
     }
 }
