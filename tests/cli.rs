@@ -179,6 +179,12 @@ async fn node_reads_its_config_file_and_flags_override_it() {
     );
 
     // Mistakes in the config are usage errors (exit 2) that name the key.
+    let kek = dir.path().join("kek");
+    support::pki::make_kek(&kek);
+    let with_kek = format!(
+        "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\nkek_file = \"{}\"\n",
+        kek.display()
+    );
     for (text, named) in [
         (
             "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\nlisen = \"1.2.3.4:5\"\n",
@@ -191,11 +197,13 @@ async fn node_reads_its_config_file_and_flags_override_it() {
             "node_id = 2\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\nsite_peers = \"1=127.0.0.1:9\"\ninsecure = true\n",
             "site_peers",
         ),
-        // Plaintext only when asked for: no TLS dir and no `insecure` is refused.
+        // Secure unless asked otherwise: no key-encryption key, or no TLS dir, without
+        // `insecure`, is refused.
         (
             "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\n",
-            "tls_dir is required",
+            "key-encryption key is required",
         ),
+        (with_kek.as_str(), "tls_dir is required"),
         (
             "node_id = 1\nsite = \"s\"\ntrust_domain = \"t.example\"\ndata_dir = \"/tmp/x\"\ninsecure = true\ntls_dir = \"/tmp/x\"\n",
             "exclude each other",

@@ -143,6 +143,7 @@ impl World {
             audit_retention_secs: 0,
             // turmoil has no TLS; TLS is tested with real processes (tests/tls.rs).
             security: idmesh_node::Security::Plaintext,
+            kek: None,
         }
     }
 

@@ -113,6 +113,7 @@ impl Site {
         let dir = tempfile::Builder::new().prefix(&format!("idmesh-{name}-")).tempdir().unwrap();
         let ca_dir = dir.path().join("ca");
         pki::make_ca(&ca_dir, trust_domain, name);
+        pki::make_kek(&dir.path().join("kek"));
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             nodes.insert(id, NodeProc::new(dir.path(), id, &ca_dir, options.insecure));
@@ -189,6 +190,7 @@ impl Site {
             cmd.arg("--insecure");
         } else {
             cmd.arg("--tls-dir").arg(node.data_dir.with_extension("tls"));
+            cmd.arg("--kek-file").arg(self.dir.path().join("kek"));
             if !self.peer_cas.is_empty() {
                 let files: Vec<String> = self.peer_cas.iter().map(|p| p.display().to_string()).collect();
                 cmd.args(["--peer-cas", &files.join(",")]);

@@ -44,3 +44,11 @@ pub fn issue(ca_dir: &Path, id: u64, out: &Path, window: (i64, i64)) {
     std::fs::write(out.join("node.key"), cert.key_pem.as_bytes()).unwrap();
     std::fs::write(out.join("ca.pem"), ca.cert_pem()).unwrap();
 }
+
+/// A key-encryption key file (32 random bytes, base64), as `idmesh site gen-kek` writes.
+pub fn make_kek(path: &Path) {
+    use base64::Engine as _;
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret).unwrap();
+    std::fs::write(path, base64::engine::general_purpose::STANDARD.encode(secret)).unwrap();
+}

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub audit_retention_secs: u64,
     /// TLS on both listeners and mutual TLS between nodes, or plaintext (chosen explicitly).
     pub security: crate::Security,
+    /// Seals the Raft log and the site's keys in the store (`None`: stored as they are).
+    pub kek: Option<std::sync::Arc<idmesh_store::Kek>>,
 }
 
 /// How this node issues tokens. Every node of a site should use the same settings.
@@ -132,6 +134,7 @@ impl NodeConfig {
             links: Vec::new(),
             audit_retention_secs: 0,
             security: crate::Security::Plaintext,
+            kek: None,
         }
     }
 

@@ -124,6 +124,8 @@ impl Node {
         host: crate::Host,
     ) -> Result<RunningNode, StartError> {
         config.validate()?;
+        let store = seal_store(store, config.kek.as_ref())
+            .map_err(|detail| StartError::DataDir { path: config.data_dir.clone(), detail })?;
         let raft_config = Arc::new(config.openraft_config()?);
         let data_dir = config.data_dir.clone();
         let data_err = move |detail: String| StartError::DataDir { path: data_dir.clone(), detail };
@@ -462,6 +464,22 @@ fn replay_memory(
         tracing::info!(assertions = replay.len(), "replay memory rebuilt from the audit log");
     }
     Ok(replay)
+}
+
+/// The store with the Raft log and the site's keys and join tokens sealed under `kek`. Without
+/// a KEK, a store whose keys were sealed is refused with the reason (not read as corrupt).
+fn seal_store(store: Arc<dyn Store>, kek: Option<&Arc<idmesh_store::Kek>>) -> Result<Arc<dyn Store>, String> {
+    let Some(kek) = kek else {
+        let sealed = store.get(idmesh_raft::keys::SM_KEYS).map_err(|e| e.to_string())?;
+        if sealed.is_some_and(|v| idmesh_store::Kek::is_sealed(&v)) {
+            return Err("its signing keys are sealed: start the node with its key-encryption key (--kek-file, IDMESH_KEK or --kek-prompt)".into());
+        }
+        return Ok(store);
+    };
+    let prefixes = [idmesh_raft::keys::LOG, idmesh_raft::keys::SM_KEYS, idmesh_raft::keys::SM_JOIN]
+        .map(<[u8]>::to_vec)
+        .to_vec();
+    Ok(Arc::new(idmesh_store::SealedStore::new(store, kek.clone(), prefixes)))
 }
 
 async fn bind(

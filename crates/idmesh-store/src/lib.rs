@@ -16,6 +16,7 @@ mod batch;
 mod error;
 mod mem;
 mod range;
+pub mod sealed;
 mod sled_store;
 
 #[cfg(feature = "conformance")]
@@ -25,6 +26,7 @@ pub use batch::{WriteBatch, WriteOp};
 pub use error::StoreError;
 pub use mem::MemStore;
 pub use range::{KeyRange, Order};
+pub use sealed::{Kek, SealedStore};
 pub use sled_store::{SledMode, SledOptions, SledStore};
 
 /// One key-value pair as returned by [`Store::scan`].

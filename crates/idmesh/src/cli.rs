@@ -630,6 +630,15 @@ pub enum SiteCommand {
         /// Days the CA is valid.
         #[arg(long, default_value_t = 3650)]
         valid_days: u64,
+        /// Seal ca.key with this key-encryption key (`idmesh site gen-kek`).
+        #[arg(long)]
+        kek_file: Option<PathBuf>,
+    },
+    /// Write a new key-encryption key (32 random bytes, base64) to a new file, mode 0600.
+    GenKek {
+        /// The file to create.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Issue a node's key and certificate with the CA of --ca-dir (offline): OUT/node.pem,
     /// OUT/node.key, OUT/ca.pem, a node's --tls-dir.
@@ -650,5 +659,8 @@ pub enum SiteCommand {
         /// Days the certificate is valid; renew it before then.
         #[arg(long, default_value_t = 90)]
         valid_days: u64,
+        /// Opens a sealed ca.key and seals node.key with this key-encryption key.
+        #[arg(long)]
+        kek_file: Option<PathBuf>,
     },
 }

@@ -223,12 +223,15 @@ pub async fn agent(client: ClientArgs, command: AgentCommand) -> Result<(), Fail
 
 pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failure> {
     match &command {
-        SiteCommand::InitCa { trust_domain, site, out, valid_days } => {
-            return crate::pki_cmd::init_ca(trust_domain, site, out, *valid_days);
+        SiteCommand::InitCa { trust_domain, site, out, valid_days, kek_file } => {
+            let kek = crate::kek::load(kek_file.as_deref(), false, "")?;
+            return crate::pki_cmd::init_ca(trust_domain, site, out, *valid_days, kek.as_deref());
         }
-        SiteCommand::IssueCert { ca_dir, node_id, names, out, valid_days } => {
-            return crate::pki_cmd::issue_cert(ca_dir, *node_id, names, out, *valid_days);
+        SiteCommand::IssueCert { ca_dir, node_id, names, out, valid_days, kek_file } => {
+            let kek = crate::kek::load(kek_file.as_deref(), false, "")?;
+            return crate::pki_cmd::issue_cert(ca_dir, *node_id, names, out, *valid_days, kek.as_deref());
         }
+        SiteCommand::GenKek { out } => return crate::kek::generate(out),
         SiteCommand::JoinToken { ttl } => {
             let ttl_secs = parse_duration_secs("--ttl", ttl)?;
             let mut api = SiteClient::new(connect(&client).await?);
@@ -251,7 +254,10 @@ pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failur
             api.add_node(AddNodeRequest { node_id, peer_addr }).await?
         }
         SiteCommand::RemoveNode { node_id } => api.remove_node(RemoveNodeRequest { node_id }).await?,
-        SiteCommand::InitCa { .. } | SiteCommand::IssueCert { .. } | SiteCommand::JoinToken { .. } => {
+        SiteCommand::InitCa { .. }
+        | SiteCommand::IssueCert { .. }
+        | SiteCommand::JoinToken { .. }
+        | SiteCommand::GenKek { .. } => {
             return Ok(());
         }
     };

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod delegation_cmd;
 mod exit;
+mod kek;
 mod keyfile;
 mod node_cmd;
 mod output;

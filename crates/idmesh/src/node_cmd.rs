@@ -123,8 +123,17 @@ pub struct NodeArgs {
     /// [default: localhost and the --listen address].
     #[arg(long)]
     pub cert_names: Option<String>,
-    /// Plaintext on both listeners and between nodes: peers unauthenticated, tokens readable
-    /// on the wire. Only for a trial on one machine.
+    /// File holding the key-encryption key that seals the site's signing keys in the store
+    /// and the private key files (`idmesh site gen-kek`). Or set IDMESH_KEK, or --kek-prompt.
+    /// Required unless --insecure.
+    #[arg(long)]
+    pub kek_file: Option<PathBuf>,
+    /// Read a passphrase from standard input at start and derive the key-encryption key from
+    /// it (Argon2id).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub kek_prompt: Option<bool>,
+    /// Plaintext on both listeners and between nodes, signing keys unsealed on disk: peers
+    /// unauthenticated, tokens readable on the wire. Only for a trial on one machine.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
 }
@@ -182,6 +191,8 @@ impl NodeArgs {
             join_server,
             join_ca,
             cert_names,
+            kek_file,
+            kek_prompt,
             insecure,
         ))
     }
@@ -235,6 +246,17 @@ impl NodeArgs {
             max_actor_chain_depth: a.max_actor_chain_depth.unwrap_or(t.max_actor_chain_depth),
         };
         let listen = a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700)));
+        let insecure = a.insecure.unwrap_or(false);
+        let kek = crate::kek::load(
+            a.kek_file.as_deref(),
+            a.kek_prompt.unwrap_or(false),
+            &format!("{trust_domain}/{site}"),
+        )?;
+        if kek.is_none() && !insecure {
+            return Err(Failure::usage(
+                "a key-encryption key is required (it seals the site's signing keys on disk and the private key files): kek_file (flag --kek-file or key kek_file in --config; make one with `idmesh site gen-kek`), IDMESH_KEK, or --kek-prompt; --insecure runs without",
+            ));
+        }
         if let Some(token) = &a.join {
             let Some(dir) = &tls_dir else {
                 return Err(Failure::usage("--join needs --tls-dir (where the new key and certificate go)"));
@@ -251,7 +273,7 @@ impl NodeArgs {
                 None => vec!["localhost".into(), listen.ip().to_string()],
             };
             let ca = a.join_ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
-            crate::pki_cmd::join_site(token, server, &ca, node_id, &names, dir).await?;
+            crate::pki_cmd::join_site(token, server, &ca, node_id, &names, dir, kek.as_deref()).await?;
         }
         let security = crate::pki_cmd::security(
             crate::pki_cmd::TlsFlags {
@@ -268,7 +290,8 @@ impl NodeArgs {
                 public_client_ca: a.public_client_ca,
                 public_client_auth: a.public_client_auth,
                 ca_dir: a.ca_dir,
-                insecure: a.insecure.unwrap_or(false),
+                kek: kek.clone(),
+                insecure,
             },
             &trust_domain,
             &site,
@@ -286,6 +309,7 @@ impl NodeArgs {
             tokens,
             audit_retention_secs: a.audit_retention_secs.unwrap_or(0),
             security,
+            kek,
         };
         config.validate()?;
         Ok((config, tls_dir))
@@ -338,7 +362,7 @@ pub fn parse_links(text: &str) -> Result<Vec<(SiteName, String)>, InvalidField> 
 /// when the file changes (`pki_cmd::reload_certificate`).
 pub async fn run_node(config: NodeConfig, tls_dir: Option<PathBuf>) -> Result<(), Failure> {
     if let (idmesh_node::Security::Tls(tls), Some(dir)) = (&config.security, tls_dir) {
-        tokio::spawn(crate::pki_cmd::reload_certificate(tls.identity.clone(), dir));
+        tokio::spawn(crate::pki_cmd::reload_certificate(tls.identity.clone(), dir, config.kek.clone()));
     }
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     wait_for_signal().await;
@@ -351,12 +375,13 @@ pub async fn run_node(config: NodeConfig, tls_dir: Option<PathBuf>) -> Result<()
 pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
     let site = SiteName::parse_field("site", "dev")?;
     let trust_domain = TrustDomain::parse_field("trust_domain", &args.trust_domain)?;
-    let ca = if args.insecure {
-        None
+    let (ca, kek) = if args.insecure {
+        (None, None)
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .map_err(|e| Failure::usage(format!("cannot create {}: {e}", args.data_dir.display())))?;
-        Some(crate::pki_cmd::dev_material(&args.data_dir, &trust_domain, &site)?)
+        let (tls_dir, kek) = crate::pki_cmd::dev_material(&args.data_dir, &trust_domain, &site)?;
+        (Some(tls_dir), Some(kek))
     };
     let flags = crate::pki_cmd::TlsFlags {
         tls_dir: ca.clone(),
@@ -364,12 +389,14 @@ pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
         public_client_ca: None,
         public_client_auth: None,
         ca_dir: ca.as_ref().and_then(|tls| tls.parent().map(|d| d.join("ca"))),
+        kek: kek.clone(),
         insecure: args.insecure,
     };
     let security = crate::pki_cmd::security(flags, &trust_domain, &site)?;
     let mut config =
         NodeConfig::single_node(trust_domain, site, args.data_dir.clone(), args.listen, args.peer_listen);
     config.security = security;
+    config.kek = kek;
     config.validate()?;
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     let server = running.public_addr;

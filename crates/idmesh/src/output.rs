@@ -218,6 +218,11 @@ pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str, ca_file: Op
             say!("  listening on  {server} (gRPC over TLS)");
             say!("  data dir      {}", data_dir.display());
             say!("  site CA       {} (the CLI finds it through IDMESH_CA)", ca.display());
+            say!(
+                "  keys          sealed with {}/kek, kept beside the data: fine for a trial,",
+                data_dir.display()
+            );
+            say!("                not for a real site (see `idmesh node --help`, --kek-file)");
             say!();
             say!("Try, in another terminal:");
             say!("  export IDMESH_CA={}", ca.display());

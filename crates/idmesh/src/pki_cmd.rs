@@ -37,7 +37,7 @@ pub fn read_pem(path: &Path, what: &str) -> Result<String, Failure> {
 }
 
 /// Writes a new file (never over an existing one), mode 0600 for a private key.
-fn write_new(path: &Path, text: &str, private: bool) -> Result<(), Failure> {
+pub fn write_new(path: &Path, text: &str, private: bool) -> Result<(), Failure> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -66,7 +66,13 @@ fn validity(valid_days: u64) -> Result<(i64, i64), Failure> {
 }
 
 /// `idmesh site init-ca`: a new CA for `site`, written to `out/ca.pem` and `out/ca.key`.
-pub fn init_ca(trust_domain: &str, site: &str, out: &Path, valid_days: u64) -> Result<(), Failure> {
+pub fn init_ca(
+    trust_domain: &str,
+    site: &str,
+    out: &Path,
+    valid_days: u64,
+    kek: Option<&idmesh_store::Kek>,
+) -> Result<(), Failure> {
     let trust_domain = TrustDomain::parse_field("trust_domain", trust_domain)?;
     let site = SiteName::parse_field("site", site)?;
     let (from, until) = validity(valid_days)?;
@@ -74,11 +80,15 @@ pub fn init_ca(trust_domain: &str, site: &str, out: &Path, valid_days: u64) -> R
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", out.display())))?;
     let ca =
         SiteCa::generate(&trust_domain, &site, from, until).map_err(|e| Failure::server(e.to_string()))?;
-    write_new(&out.join("ca.key"), &ca.key_pem, true)?;
+    write_new(&out.join("ca.key"), &crate::kek::key_file_text(kek, &ca.key_pem)?, true)?;
     write_new(&out.join("ca.pem"), &ca.cert_pem, false)?;
     crate::output::say_line(&format!(
-        "site CA for spiffe://{trust_domain}/sites/{site} written to {} (ca.pem, ca.key: keep ca.key offline)",
-        out.display()
+        "site CA for spiffe://{trust_domain}/sites/{site} written to {} (ca.pem; ca.key {}: keep it offline)",
+        out.display(),
+        match kek {
+            Some(kek) => format!("sealed with key-encryption key {}", kek.fingerprint()),
+            None => "NOT sealed (no --kek-file)".to_owned(),
+        }
     ));
     Ok(())
 }
@@ -91,16 +101,17 @@ pub fn issue_cert(
     names: &[String],
     out: &Path,
     valid_days: u64,
+    kek: Option<&idmesh_store::Kek>,
 ) -> Result<(), Failure> {
     let node = NodeId::parse_field("node_id", node_id)?;
     let (from, until) = validity(valid_days)?;
-    let ca = load_ca(ca_dir)?;
+    let ca = load_ca(ca_dir, kek)?;
     let names =
         if names.is_empty() { vec!["localhost".to_owned(), "127.0.0.1".to_owned()] } else { names.to_vec() };
     let issued = ca.issue_node(node, &names, from, until).map_err(|e| Failure::usage(e.to_string()))?;
     std::fs::create_dir_all(out)
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", out.display())))?;
-    write_new(&out.join("node.key"), &issued.key_pem, true)?;
+    write_new(&out.join("node.key"), &crate::kek::key_file_text(kek, &issued.key_pem)?, true)?;
     write_new(&out.join("node.pem"), &issued.cert_pem, false)?;
     write_new(&out.join("ca.pem"), ca.cert_pem(), false)?;
     crate::output::say_line(&format!(
@@ -112,9 +123,9 @@ pub fn issue_cert(
     Ok(())
 }
 
-fn load_ca(ca_dir: &Path) -> Result<SiteCa, Failure> {
+fn load_ca(ca_dir: &Path, kek: Option<&idmesh_store::Kek>) -> Result<SiteCa, Failure> {
     let cert = read_pem(&ca_dir.join("ca.pem"), "CA certificate")?;
-    let key = zeroize::Zeroizing::new(read_pem(&ca_dir.join("ca.key"), "CA key")?);
+    let key = crate::kek::read_key(&ca_dir.join("ca.key"), "CA key", kek)?;
     SiteCa::load(&cert, &key).map_err(|e| Failure::usage(format!("CA in {}: {e}", ca_dir.display())))
 }
 
@@ -127,6 +138,8 @@ pub struct TlsFlags {
     pub public_client_auth: Option<String>,
     /// The site's CA with its key: this node may issue certificates to joining nodes.
     pub ca_dir: Option<PathBuf>,
+    /// Seals key files and the store's keys.
+    pub kek: Option<Arc<idmesh_store::Kek>>,
     pub insecure: bool,
 }
 
@@ -145,7 +158,7 @@ pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) ->
     idmesh_tls::install_crypto_provider();
     let bad = |e: idmesh_tls::TlsError| Failure::usage(format!("--tls-dir {}: {e}", tls_dir.display()));
     let cert = read_pem(&tls_dir.join("node.pem"), "node certificate")?;
-    let key = zeroize::Zeroizing::new(read_pem(&tls_dir.join("node.key"), "node key")?);
+    let key = crate::kek::read_key(&tls_dir.join("node.key"), "node key", flags.kek.as_deref())?;
     let identity = NodeIdentity::from_pem(&cert, &key).map_err(bad)?;
     let mut anchors = TrustAnchors::new(trust_domain.clone());
     let own = tls_dir.join("ca.pem");
@@ -181,7 +194,7 @@ pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) ->
     let issuer = match &flags.ca_dir {
         None => None,
         Some(dir) => {
-            let ca = load_ca(dir)?;
+            let ca = load_ca(dir, flags.kek.as_deref())?;
             if &ca.name().site != site || &ca.name().trust_domain != trust_domain {
                 return Err(Failure::usage(format!(
                     "--ca-dir {}: the CA is of {}, not of this site",
@@ -212,6 +225,7 @@ pub async fn join_site(
     node_id: NodeId,
     names: &[String],
     tls_dir: &Path,
+    kek: Option<&idmesh_store::Kek>,
 ) -> Result<(), Failure> {
     if tls_dir.join("node.pem").exists() {
         tracing::info!(dir = %tls_dir.display(), "the TLS dir already holds a certificate; --join is not needed");
@@ -248,7 +262,7 @@ pub async fn join_site(
         .into_inner();
     std::fs::create_dir_all(tls_dir)
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", tls_dir.display())))?;
-    write_new(&tls_dir.join("node.key"), &key, true)?;
+    write_new(&tls_dir.join("node.key"), &crate::kek::key_file_text(kek, &key)?, true)?;
     write_new(&tls_dir.join("node.pem"), &answer.cert_pem, false)?;
     if !tls_dir.join("ca.pem").exists() {
         write_new(&tls_dir.join("ca.pem"), &answer.ca_pem, false)?;
@@ -258,29 +272,41 @@ pub async fn join_site(
 }
 
 /// `idmesh dev`: a CA and a node certificate in `<data-dir>/tls` (made on first start, reused
-/// after), so a trial runs with TLS like a real site. Returns the TLS dir.
+/// after), so a trial runs with TLS like a real site; and a key-encryption key in
+/// `<data-dir>/kek`, beside the data it seals: it protects nothing against someone holding
+/// the data dir (a trial only; the banner says so). Returns the TLS dir and the KEK.
 pub fn dev_material(
     data_dir: &Path,
     trust_domain: &TrustDomain,
     site: &SiteName,
-) -> Result<PathBuf, Failure> {
+) -> Result<(PathBuf, Arc<idmesh_store::Kek>), Failure> {
+    let kek_file = data_dir.join("kek");
+    if !kek_file.exists() {
+        crate::kek::generate(&kek_file)?;
+    }
+    let kek = crate::kek::load(Some(&kek_file), false, "")?
+        .ok_or_else(|| Failure::server("the dev key-encryption key did not load"))?;
     let tls_dir = data_dir.join("tls");
     if tls_dir.join("node.pem").exists() {
-        return Ok(tls_dir);
+        return Ok((tls_dir, kek));
     }
     let ca_dir = data_dir.join("ca");
     if !ca_dir.join("ca.pem").exists() {
-        init_ca(trust_domain.as_str(), site.as_str(), &ca_dir, 3650)?;
+        init_ca(trust_domain.as_str(), site.as_str(), &ca_dir, 3650, Some(&kek))?;
     }
-    issue_cert(&ca_dir, 1, &[], &tls_dir, 365)?;
-    Ok(tls_dir)
+    issue_cert(&ca_dir, 1, &[], &tls_dir, 365, Some(&kek))?;
+    Ok((tls_dir, kek))
 }
 
 /// Certificate rotation without downtime: on SIGHUP, and whenever `node.pem` changes (checked
 /// every 10 s), the node reads `node.pem` and `node.key` from its TLS dir again and presents
 /// them on every handshake after that; open connections keep the certificate they began with.
 /// A pair that does not load (or names another node) is logged and the current one kept.
-pub async fn reload_certificate(identity: Arc<NodeIdentity>, tls_dir: PathBuf) {
+pub async fn reload_certificate(
+    identity: Arc<NodeIdentity>,
+    tls_dir: PathBuf,
+    kek: Option<Arc<idmesh_store::Kek>>,
+) {
     let modified = |dir: &Path| std::fs::metadata(dir.join("node.pem")).and_then(|m| m.modified()).ok();
     let mut seen = modified(&tls_dir);
     #[cfg(unix)]
@@ -307,7 +333,7 @@ pub async fn reload_certificate(identity: Arc<NodeIdentity>, tls_dir: PathBuf) {
         }
         seen = now_modified;
         let loaded = read_pem(&tls_dir.join("node.pem"), "node certificate").and_then(|cert| {
-            let key = zeroize::Zeroizing::new(read_pem(&tls_dir.join("node.key"), "node key")?);
+            let key = crate::kek::read_key(&tls_dir.join("node.key"), "node key", kek.as_deref())?;
             identity.replace(&cert, &key).map_err(|e| Failure::usage(e.to_string()))
         });
         match loaded {

@@ -108,6 +108,15 @@ impl Cluster {
                     let tls_dir = root.join(format!("{tag}-node-{id}.tls"));
                     issue(ca, id, &tls_dir)?;
                     cmd.arg("--tls-dir").arg(&tls_dir);
+                    let kek = root.join(format!("{tag}-kek"));
+                    if !kek.exists() {
+                        use base64::Engine as _;
+                        let mut secret = [0u8; 32];
+                        getrandom::getrandom(&mut secret)
+                            .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                        std::fs::write(&kek, base64::engine::general_purpose::STANDARD.encode(secret))?;
+                    }
+                    cmd.arg("--kek-file").arg(&kek);
                     CAS.lock().unwrap_or_else(|p| p.into_inner()).insert(public, tls_dir.join("ca.pem"));
                 }
             }
