@@ -51,6 +51,9 @@ impl Node {
     /// every node it has had (its members now and those published before; ascending).
     pub fn own_site_trust(&self) -> idmesh_state::crdt::SiteTrust {
         let mut nodes = self.member_ids();
+        // Removed members too: other sites keep taking their audit chains, and this site's
+        // nodes keep refusing them as peers.
+        nodes.extend(self.members_ever());
         let state = self.shared().read();
         nodes.extend(state.state.trust.site(self.config().site.as_str()).map_or(&[][..], |t| &t.nodes));
         nodes.sort_unstable();

@@ -366,6 +366,12 @@ impl Node {
         self.metrics().membership_config.membership().nodes().map(|(id, _)| *id).collect()
     }
 
+    /// Every node id ever in the site's membership, as applied here (current members
+    /// included).
+    pub(crate) fn members_ever(&self) -> std::collections::BTreeSet<u64> {
+        self.shared().read().state.members_ever.clone()
+    }
+
     /// The peer address of member `id`, from the membership this node knows.
     pub fn peer_addr_of(&self, id: u64) -> Option<String> {
         self.metrics().membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone())

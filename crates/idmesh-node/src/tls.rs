@@ -115,9 +115,10 @@ pub(crate) fn dial_config(
 }
 
 impl crate::Node {
-    /// Keeps `rules.removed` equal to the nodes this site has had (as its trust entry lists
-    /// them) that are no longer members, so a removed node's certificate stops opening
-    /// connections here within a second of the removal being applied.
+    /// Every second, keeps `rules.removed` equal to the nodes this site has had (every id in a
+    /// membership entry applied here, and those its trust entry lists) that are no longer
+    /// members: a removed node's certificate stops opening connections here within a second
+    /// of the removal being applied.
     pub(crate) async fn refuse_removed_nodes(
         self,
         rules: SharedRules,
@@ -125,14 +126,10 @@ impl crate::Node {
     ) {
         loop {
             let members: std::collections::BTreeSet<u64> = self.member_ids().into_iter().collect();
-            let had = self
-                .shared()
-                .read()
-                .state
-                .trust
-                .site(self.config().site.as_str())
-                .map(|t| t.nodes.clone())
-                .unwrap_or_default();
+            let mut had = self.members_ever();
+            if let Some(own) = self.shared().read().state.trust.site(self.config().site.as_str()) {
+                had.extend(own.nodes.iter().copied());
+            }
             let removed = had
                 .into_iter()
                 .filter(|id| !members.contains(id))

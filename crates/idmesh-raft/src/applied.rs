@@ -181,6 +181,11 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         Some(bytes) => decode("join tokens", &bytes)?,
         None => Default::default(),
     };
+    let mut members_ever: std::collections::BTreeSet<u64> = match get(keys::SM_MEMBERS_EVER)? {
+        Some(bytes) => decode("members ever", &bytes)?,
+        None => Default::default(),
+    };
+    members_ever.extend(membership.membership().nodes().map(|(id, _)| *id));
     let trust: TrustBundle = match get(SM_TRUST)? {
         Some(bytes) => decode("trust bundle", &bytes)?,
         None => TrustBundle::default(),
@@ -218,6 +223,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         issuers: Default::default(),
         revoked_tokens: Default::default(),
         join_tokens,
+        members_ever,
     };
     idmesh_state::crdt::materialize_grants(shards.iter().map(|s| &s.applied), &mut site);
     Ok(AppliedState { state: site, shards, working_owner: None, last_applied, membership })

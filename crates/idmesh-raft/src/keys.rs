@@ -17,6 +17,8 @@ pub const IDENTITY: &[u8] = b"meta/identity";
 pub const SM_AGENT: &[u8] = b"sm/agent/";
 /// The site's signing keys (one value: the whole key set, small).
 pub const SM_KEYS: &[u8] = b"sm/keys";
+/// Every node id ever in the site's membership (one value, small).
+pub const SM_MEMBERS_EVER: &[u8] = b"sm/members_ever";
 /// The site's join tokens (one value: at most 1,000 small entries).
 pub const SM_JOIN: &[u8] = b"sm/join";
 /// The trust bundle: every site's published public keys (one value, small).

@@ -27,7 +27,7 @@ mod types;
 pub use applied::{AppliedState, ShardSlot, SharedState};
 pub use log_store::{LogReader, LogStore};
 pub use runtime::{RaftRuntime, seed_raft_rng};
-pub use snapshot::{SnapshotData, SnapshotPayload};
+pub use snapshot::{SnapshotData, SnapshotParts, SnapshotPayload};
 pub use state_machine::{SnapshotBuilder, StateMachine};
 pub use types::*;
 

@@ -45,6 +45,11 @@ impl fmt::Debug for SnapshotData {
     }
 }
 
+/// What [`SnapshotData::into_parts`] gives: signing keys, join tokens, the ids ever members,
+/// the loaded shards and their saved bytes.
+pub type SnapshotParts =
+    (SiteKeys, idmesh_state::JoinTokens, std::collections::BTreeSet<u64>, Vec<Shard>, Vec<ChangeBytes>);
+
 /// What a snapshot carries between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPayload {
@@ -57,6 +62,9 @@ pub struct SnapshotPayload {
     /// The site's join tokens (absent in snapshots of builds before join tokens).
     #[serde(default)]
     pub join_tokens: idmesh_state::JoinTokens,
+    /// Every node id ever a member (absent in snapshots of older builds).
+    #[serde(default)]
+    pub members_ever: std::collections::BTreeSet<u64>,
     /// Every shard document, saved whole, in shard order.
     pub shards: Vec<ChangeBytes>,
 }
@@ -77,6 +85,7 @@ impl SnapshotData {
                     trust_domain: state.registry.trust_domain().clone(),
                     signing_keys: state.keys.clone(),
                     join_tokens: state.join_tokens.clone(),
+                    members_ever: state.members_ever.clone(),
                     shards,
                 };
                 Ok(Arc::new(encode("snapshot", &payload)?))
@@ -86,10 +95,7 @@ impl SnapshotData {
 
     /// The signing keys, join tokens and shard documents this snapshot holds, checked to be of
     /// `trust_domain`.
-    pub fn into_parts(
-        self,
-        trust_domain: &TrustDomain,
-    ) -> Result<(SiteKeys, idmesh_state::JoinTokens, Vec<Shard>, Vec<ChangeBytes>), io::Error> {
+    pub fn into_parts(self, trust_domain: &TrustDomain) -> Result<SnapshotParts, io::Error> {
         let bytes = self.encode()?;
         let payload: SnapshotPayload = decode("snapshot", &bytes)?;
         let invalid = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
@@ -113,6 +119,6 @@ impl SnapshotData {
             .iter()
             .map(|saved| Shard::load(&saved.0).map_err(|e| invalid(format!("snapshot shard: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((payload.signing_keys, payload.join_tokens, shards, payload.shards))
+        Ok((payload.signing_keys, payload.join_tokens, payload.members_ever, shards, payload.shards))
     }
 }

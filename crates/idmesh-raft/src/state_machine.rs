@@ -92,6 +92,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         apply_entry(&mut state, entry.log_id.index, normal, &mut batch)?
                     }
                     EntryPayload::Membership(membership) => {
+                        state.state.members_ever.extend(membership.nodes().map(|(id, _)| *id));
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
                         membership_changed = true;
                         WriteOutcome::Nothing
@@ -105,6 +106,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.put(SM_APPLIED, encode("applied log id", &state.last_applied)?);
             if membership_changed {
                 batch.put(SM_MEMBERSHIP, encode("membership", &state.membership)?);
+                batch.put(keys::SM_MEMBERS_EVER, encode("members ever", &state.state.members_ever)?);
             }
         }
         // Not flushed here: the entries are durable in the log, and what the state machine
@@ -128,7 +130,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> Result<(), io::Error> {
         let trust_domain = self.shared.read().state.registry.trust_domain().clone();
         let decode_domain = trust_domain.clone();
-        let (signing_keys, join_tokens, mut shards, saved) =
+        let (signing_keys, join_tokens, mut members_ever, mut shards, saved) =
             crate::offload::off_worker(self.store.is_in_memory(), "snapshot decode", move || {
                 data.into_parts(&decode_domain)
             })
@@ -160,6 +162,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         batch.put(SM_KEYS, encode("signing keys", &signing_keys)?);
         batch.put(keys::SM_JOIN, encode("join tokens", &join_tokens)?);
+        members_ever.extend(meta.last_membership.membership().nodes().map(|(id, _)| *id));
+        batch.put(keys::SM_MEMBERS_EVER, encode("members ever", &members_ever)?);
         batch.put(keys::SM_TRUST, encode("trust bundle", &trust)?);
         batch.put(SM_APPLIED, encode("applied log id", &meta.last_log_id)?);
         batch.put(SM_MEMBERSHIP, encode("membership", &meta.last_membership)?);
@@ -176,6 +180,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             issuers: Default::default(),
             revoked_tokens: Default::default(),
             join_tokens,
+            members_ever,
         };
         idmesh_state::crdt::materialize_grants(shards.iter(), &mut site);
         {

@@ -73,6 +73,9 @@ pub struct SiteState {
     pub revoked_tokens: std::sync::Arc<crate::RevokedTokens>,
     /// Join tokens minted here (this site's only; never shared with other sites).
     pub join_tokens: crate::JoinTokens,
+    /// Every node id that was ever in the site's membership (grow-only, from the membership
+    /// entries applied): a node no longer among the members was removed and stays refused.
+    pub members_ever: std::collections::BTreeSet<u64>,
 }
 
 impl SiteState {
@@ -87,6 +90,7 @@ impl SiteState {
             issuers: Default::default(),
             revoked_tokens: Default::default(),
             join_tokens: Default::default(),
+            members_ever: Default::default(),
         }
     }
 

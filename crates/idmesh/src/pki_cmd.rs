@@ -298,6 +298,23 @@ pub fn dev_material(
     Ok((tls_dir, kek))
 }
 
+/// A certificate this close to its end is reported, once an hour, until it is replaced.
+const EXPIRY_WARNING_SECS: i64 = 14 * 86_400;
+
+fn warn_if_expiring(identity: &NodeIdentity, last_warned: &mut Option<std::time::Instant>) {
+    let left_secs = identity.not_after_secs() - now_secs();
+    let due = last_warned.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(3600));
+    if left_secs < EXPIRY_WARNING_SECS && due {
+        *last_warned = Some(std::time::Instant::now());
+        tracing::warn!(
+            node = %identity.name(),
+            not_after_secs = identity.not_after_secs(),
+            left_secs,
+            "the node certificate expires soon: put a new node.pem and node.key in the TLS dir (reloaded on SIGHUP or when the file changes)"
+        );
+    }
+}
+
 /// Certificate rotation without downtime: on SIGHUP, and whenever `node.pem` changes (checked
 /// every 10 s), the node reads `node.pem` and `node.key` from its TLS dir again and presents
 /// them on every handshake after that; open connections keep the certificate they began with.
@@ -309,6 +326,7 @@ pub async fn reload_certificate(
 ) {
     let modified = |dir: &Path| std::fs::metadata(dir.join("node.pem")).and_then(|m| m.modified()).ok();
     let mut seen = modified(&tls_dir);
+    let mut last_warned: Option<std::time::Instant> = None;
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -327,6 +345,7 @@ pub async fn reload_certificate(
             () = asked => true,
             () = tokio::time::sleep(std::time::Duration::from_secs(10)) => false,
         };
+        warn_if_expiring(&identity, &mut last_warned);
         let now_modified = modified(&tls_dir);
         if !by_signal && now_modified == seen {
             continue;
