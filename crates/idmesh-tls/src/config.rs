@@ -16,12 +16,18 @@ pub fn install_crypto_provider() {
     let _ = ring_provider().install_default();
 }
 
-/// rustls's ring provider. rustls 0.23.48 deprecates it for lacking post-quantum key
-/// exchange; the provider that has it (aws-lc-rs) needs cmake and a C toolchain to build,
-/// which a fresh machine with only Rust does not have. Revisit when ring gains ML-KEM.
+/// rustls's ring provider, X25519 first. rustls 0.23.48 deprecates the ring provider for
+/// lacking post-quantum key exchange; the provider that has it (aws-lc-rs) needs cmake and a
+/// C toolchain to build, which a fresh machine with only Rust does not have. Revisit when
+/// ring gains ML-KEM. Its default order puts P-384 first, whose ECDH in ring is generic
+/// bignum code: measured, it was most of a handshake's CPU (`benches/handshake.rs`).
 #[allow(deprecated)]
 fn ring_provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    CryptoProvider {
+        kx_groups: vec![X25519, SECP256R1, SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    }
 }
 
 /// The installed provider, or ring.
