@@ -133,6 +133,11 @@ async fn peers_are_refused_unless_a_certificate_of_the_site_ca_names_them() {
             .contains(&format!("certificate names spiffe://{TRUST_DOMAIN}/sites/{SITE}/nodes/{other}")),
         "{e}"
     );
+    // A certificate of the site's CA for a node that is not a member: refused at the request.
+    let stranger = issue_to(&site.ca_dir, 9, &scratch.join("node-9"), support::pki::VALID);
+    let e = vote(peer_endpoint(peer, &ca_file, Some(&stranger)), SITE, 9, target).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("is not a member"), "{e}");
     // The same certificate speaking as itself gets past identity (the payload is no vote).
     let e = vote(peer_endpoint(peer, &ca_file, Some(&genuine)), SITE, other, target).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
@@ -165,8 +170,12 @@ async fn peers_are_refused_unless_a_certificate_of_the_site_ca_names_them() {
     let removed_tls = site.node(removed).data_dir.with_extension("tls");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // At once its requests are refused (not a member); within a second, its handshakes.
         let result = vote(peer_endpoint(peer, &ca_file, Some(&removed_tls)), SITE, removed, target).await;
-        if result.as_ref().is_err_and(|e| e.code() != tonic::Code::InvalidArgument) {
+        let refused_at_handshake = result.as_ref().is_err_and(|e| {
+            ![tonic::Code::InvalidArgument, tonic::Code::PermissionDenied].contains(&e.code())
+        });
+        if refused_at_handshake {
             break;
         }
         assert!(Instant::now() < deadline, "removed node {removed} still accepted: {result:?}");

@@ -115,6 +115,25 @@ pub(crate) fn dial_config(
 }
 
 impl crate::Node {
+    /// Under TLS, a peer of this site must be a current member of it, unless this node is not
+    /// a member itself yet (a node being added is reached by the site's nodes first). Peers of
+    /// other sites are bound by their link instead (the sync hello, the audit sender check).
+    pub(crate) fn check_site_peer(&self, proven: Option<&PeerName>) -> Result<(), crate::NodeError> {
+        let (Security::Tls(_), Some(peer)) = (&self.config().security, proven) else {
+            return Ok(());
+        };
+        if peer.site != self.config().site {
+            return Ok(());
+        }
+        let members = self.member_ids();
+        if !members.contains(&self.config().node_id.0) || peer.node.is_some_and(|n| members.contains(&n.0)) {
+            return Ok(());
+        }
+        Err(crate::NodeError::WrongPeer {
+            detail: format!("{peer} is not a member of site {} (members: {members:?})", self.config().site),
+        })
+    }
+
     /// Every second, keeps `rules.removed` equal to the nodes this site has had (every id in a
     /// membership entry applied here, and those its trust entry lists) that are no longer
     /// members: a removed node's certificate stops opening connections here within a second

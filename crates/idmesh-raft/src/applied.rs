@@ -173,7 +173,7 @@ pub(crate) fn load(store: &dyn Store, trust_domain: TrustDomain) -> io::Result<A
         pairs.iter().map(|(_, bytes)| decode::<Agent>("agent", bytes)).collect::<Result<Vec<_>, _>>()?;
     let registry = Registry::restore(trust_domain, agents)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let signing_keys: SiteKeys = match get(SM_KEYS)? {
+    let signing_keys: SiteKeys = match get(SM_KEYS)?.map(zeroize::Zeroizing::new) {
         Some(bytes) => decode("signing keys", &bytes)?,
         None => SiteKeys::default(),
     };

@@ -56,6 +56,13 @@ impl LogStore {
     }
 }
 
+/// A log entry from its stored bytes, which are wiped once decoded: an entry may carry a new
+/// signing key.
+fn decode_entry(bytes: Vec<u8>) -> Result<Entry, io::Error> {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    decode("log entry", &bytes)
+}
+
 impl LogReader {
     fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>, io::Error> {
         match self.store.get(key).map_err(store_err)? {
@@ -66,7 +73,7 @@ impl LogReader {
 
     fn last_entry(&self) -> Result<Option<Entry>, io::Error> {
         let last = self.store.scan(&keys::log_range(0, None), Order::Descending, 1).map_err(store_err)?;
-        last.first().map(|(_, bytes)| decode("log entry", bytes)).transpose()
+        last.into_iter().next().map(|(_, bytes)| decode_entry(bytes)).transpose()
     }
 }
 
@@ -90,7 +97,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         }
         let pairs =
             self.store.scan(&keys::log_range(start, end), Order::Ascending, usize::MAX).map_err(store_err)?;
-        pairs.iter().map(|(_, bytes)| decode("log entry", bytes)).collect()
+        pairs.into_iter().map(|(_, bytes)| decode_entry(bytes)).collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -108,6 +108,7 @@ impl AuditPeer for AuditPeerService {
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
         self.check_sender(proven.as_deref(), &request.from_site, request.from_node)?;
+        self.node.check_site_peer(proven.as_deref())?;
         let mut theirs = held_from_proto(&request.held).map_err(NodeError::from)?;
         // What the caller holds is its acknowledgement (retention waits for it). Under TLS the
         // caller is the node its certificate names (checked above); plaintext takes its word.
@@ -135,6 +136,7 @@ impl AuditPeer for AuditPeerService {
         let request = request.into_inner();
         self.check_trust_domain(&request.trust_domain)?;
         self.check_sender(proven.as_deref(), &request.from_site, request.from_node)?;
+        self.node.check_site_peer(proven.as_deref())?;
         let records = records_from_wire(&request.records).map_err(NodeError::from)?;
         let from = format!("{}/{}", request.from_site, request.from_node);
         let admission = self.node.accept_audit(&from, records).await?;

@@ -25,6 +25,7 @@ impl PeerService {
     fn open<T: DeserializeOwned>(&self, request: &Request<RaftRequest>) -> Result<T, Status> {
         let proven = crate::PeerInfo::of(request);
         self.node.peers().check(request.get_ref().header.as_ref(), proven.as_deref())?;
+        self.node.check_site_peer(proven.as_deref())?;
         decode(&request.get_ref().payload)
     }
 }
@@ -75,6 +76,7 @@ impl RaftPeer for PeerService {
         let first =
             stream.next().await.ok_or_else(|| Status::invalid_argument("snapshot stream is empty"))??;
         self.node.peers().check(first.header.as_ref(), proven.as_deref())?;
+        self.node.check_site_peer(proven.as_deref())?;
         let vote: Vote = decode(&first.vote)?;
         let meta: SnapshotMeta = decode(&first.meta)?;
         let mut data = first.data.to_vec();
@@ -99,6 +101,7 @@ impl RaftPeer for PeerService {
         let proven = crate::PeerInfo::of(&request);
         let request = request.into_inner();
         self.node.peers().check(request.header.as_ref(), proven.as_deref())?;
+        self.node.check_site_peer(proven.as_deref())?;
         let forwarded: ForwardRequest = decode(&request.payload)?;
         let answer = self.node.serve_forwarded(forwarded).await;
         let payload =
