@@ -93,8 +93,8 @@ impl PeerVerifier {
                 ))
             },
         )?;
-        let node = name.node.unwrap_or(NodeId(0));
-        if name.site == rules.own_site && rules.removed.contains(&node) {
+        // `sole_name(.., true)` returned a node's name, so `node` is set.
+        if name.site == rules.own_site && name.node.is_some_and(|node| rules.removed.contains(&node)) {
             return Err(refuse(format!("peer {name} was removed from site {}", rules.own_site)));
         }
         match &self.expect {
