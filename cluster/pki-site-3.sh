@@ -15,4 +15,7 @@ for i in 1 2 3; do
   [ -f "$dir/tls/node-$i/node.pem" ] || "$idmesh" site issue-cert --ca-dir "$dir/ca" --kek-file "$dir/kek" \
     --node-id "$i" --name 127.0.0.1 --name localhost --out "$dir/tls/node-$i"
 done
+[ -f "$dir/admin/admin.pem" ] || "$idmesh" site issue-cert --ca-dir "$dir/ca" --kek-file "$dir/kek" \
+  --admin local-admin --out "$dir/admin"
 echo "clients: export IDMESH_CA=$dir/ca/ca.pem"
+echo "admins (join-token, add-node, remove-node): --client-cert $dir/admin/admin.pem --client-key $dir/admin/admin.key"

@@ -50,6 +50,31 @@ async fn a_node_joins_with_a_token_once_and_every_other_use_is_refused() {
     site.wait_leader(WAIT).await;
     site.cli(1, &["agent", "register", "before", "--owner", "me"]);
 
+    // Minting a token, or changing membership, needs an admin certificate of the site's CA:
+    // none, or a node's certificate of that CA, is refused.
+    let server = site.node(1).public.to_string();
+    let ca = site.ca_dir.join("ca.pem");
+    let node_tls = site.node(1).data_dir.with_extension("tls");
+    for (args, client_cert, expected) in [
+        (&["site", "join-token"][..], None, "UNAUTHENTICATED"),
+        (&["site", "remove-node", "--node-id", "1"][..], None, "UNAUTHENTICATED"),
+        (&["site", "join-token"][..], Some(&node_tls), "must name exactly one admin"),
+    ] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args).args(["--server", &server, "--ca"]).arg(&ca);
+        if let Some(dir) = client_cert {
+            cmd.arg("--client-cert").arg(dir.join("node.pem")).arg("--client-key").arg(dir.join("node.key"));
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected) && stderr(&out).contains("admin certificate"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(site.status(1).await.unwrap().members.len(), 1, "a refused remove-node changed membership");
+
     let token = mint(&site, "1h");
     assert!(token.starts_with("idmesh-join.eu-west."), "{token}");
     // A token of another site, a wrong secret, a malformed token: refused, nothing spent.

@@ -271,18 +271,27 @@ async fn the_public_port_can_require_client_certificates() {
         Command::new(BIN).args(["site", "status", "--server", &server, "--ca"]).arg(&ca).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "served without a client certificate");
     wait_log(&site, 1, &["TLS handshake refused", "listen"]).await;
-    // A certificate of the site's own CA is not one of the client CA's.
-    let node_tls = site.node(1).data_dir.with_extension("tls");
-    let out = Command::new(BIN)
-        .args(["site", "status", "--server", &server, "--ca"])
-        .arg(&ca)
-        .arg("--client-cert")
-        .arg(node_tls.join("node.pem"))
-        .arg("--client-key")
-        .arg(node_tls.join("node.key"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "served with a certificate of another CA");
+    // A certificate of a CA that is neither the client CA nor the site's is refused; the
+    // site's admin certificate is accepted (admins reach a node whatever clients it requires).
+    let other_ca = site.dir.path().join("other-ca");
+    support::pki::make_ca(&other_ca, TRUST_DOMAIN, "elsewhere");
+    let other = issue_to(&other_ca, 7, &site.dir.path().join("other-client"), support::pki::VALID);
+    let admin = support::pki::admin_dir(&site.ca_dir);
+    for (pem, key, served) in [
+        (other.join("node.pem"), other.join("node.key"), false),
+        (admin.join("admin.pem"), admin.join("admin.key"), true),
+    ] {
+        let out = Command::new(BIN)
+            .args(["site", "status", "--server", &server, "--ca"])
+            .arg(&ca)
+            .arg("--client-cert")
+            .arg(&pem)
+            .arg("--client-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), served, "{}: {}", pem.display(), stderr(&out));
+    }
 }
 
 /// The certificate the node at `addr` presents to a new connection: its expiry (unix s).

@@ -447,9 +447,16 @@ impl Default for Mesh {
 /// Public addresses of test nodes that run TLS, and the CA file their certificates chain to.
 static CAS: Mutex<BTreeMap<SocketAddr, PathBuf>> = Mutex::new(BTreeMap::new());
 
-/// Clients of the node at `addr` verify it with `ca_file` (TLS); unregistered: plaintext.
+/// Clients of the node at `addr` verify it with `ca_file` (TLS); unregistered: plaintext. The
+/// CLI also presents the admin certificate beside the CA (`<ca dir>/../admin`), if there is one.
 pub fn register_ca(addr: SocketAddr, ca_file: &Path) {
     CAS.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, ca_file.to_owned());
+}
+
+/// The admin certificate directory of the node at `addr` (admin.pem, admin.key), if any.
+pub fn admin_of(addr: &str) -> Option<PathBuf> {
+    let dir = pki::admin_dir(ca_of(addr)?.parent()?);
+    dir.join("admin.pem").exists().then_some(dir)
 }
 
 /// The CA file of the node at `addr`, if it runs TLS.
@@ -498,6 +505,12 @@ pub fn cli(server: &str, args: &[&str]) -> Output {
         Some(ca) => cmd.arg("--ca").arg(ca),
         None => cmd.arg("--insecure"),
     };
+    if let Some(admin) = admin_of(server) {
+        cmd.arg("--client-cert")
+            .arg(admin.join("admin.pem"))
+            .arg("--client-key")
+            .arg(admin.join("admin.key"));
+    }
     cmd.output().unwrap()
 }
 

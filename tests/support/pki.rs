@@ -11,7 +11,15 @@ pub fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-/// A CA for `site` of `trust_domain` in `dir` (ca.pem, ca.key).
+/// Where `make_ca` puts the admin certificate of the CA in `ca_dir`: `<ca_dir>-admin`.
+pub fn admin_dir(ca_dir: &Path) -> std::path::PathBuf {
+    let mut name = ca_dir.file_name().unwrap().to_owned();
+    name.push("-admin");
+    ca_dir.with_file_name(name)
+}
+
+/// A CA for `site` of `trust_domain` in `dir` (ca.pem, ca.key), and an admin certificate of it
+/// in `admin_dir(dir)` (admin.pem, admin.key).
 pub fn make_ca(dir: &Path, trust_domain: &str, site: &str) {
     let td = idmesh_types::TrustDomain::parse_field("td", trust_domain).unwrap();
     let site = idmesh_types::SiteName::parse_field("site", site).unwrap();
@@ -20,6 +28,12 @@ pub fn make_ca(dir: &Path, trust_domain: &str, site: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
     std::fs::write(dir.join("ca.key"), ca.key_pem.as_bytes()).unwrap();
+    let loaded = idmesh_tls::SiteCa::load(&ca.cert_pem, &ca.key_pem).unwrap();
+    let admin = loaded.issue_admin("tests", now - 60, now + 10 * 86_400).unwrap();
+    let admin_dir = admin_dir(dir);
+    std::fs::create_dir_all(&admin_dir).unwrap();
+    std::fs::write(admin_dir.join("admin.pem"), &admin.cert_pem).unwrap();
+    std::fs::write(admin_dir.join("admin.key"), admin.key_pem.as_bytes()).unwrap();
 }
 
 /// A certificate for node `id` by the CA in `ca_dir`, valid `window` (seconds from now), in

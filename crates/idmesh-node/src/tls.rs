@@ -39,15 +39,28 @@ pub struct NodeTls {
     pub issuer: Option<Arc<idmesh_tls::SiteCa>>,
 }
 
-/// The peer a connection was proven to come from: its certificate's node, or nothing on a
-/// plaintext connection. Services find it in a request's extensions.
+/// Who a connection was proven to come from: the node its certificate names (peer port),
+/// and the verified client certificate chain (either port); nothing on plaintext. Services
+/// find it in a request's extensions.
 #[derive(Debug, Clone, Default)]
-pub struct PeerInfo(pub Option<Arc<PeerName>>);
+pub struct PeerInfo {
+    /// The node the certificate names, if it names one.
+    pub peer: Option<Arc<PeerName>>,
+    /// The client's certificate chain, as verified in the handshake.
+    pub chain: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+}
 
 impl PeerInfo {
-    /// The proven peer of `request`, if any.
+    /// The proven peer node of `request`, if any.
     pub fn of<T>(request: &tonic::Request<T>) -> Option<Arc<PeerName>> {
-        request.extensions().get::<PeerInfo>().and_then(|p| p.0.clone())
+        request.extensions().get::<PeerInfo>().and_then(|p| p.peer.clone())
+    }
+
+    /// The verified client certificate chain of `request`, if any.
+    pub fn chain_of<T>(
+        request: &tonic::Request<T>,
+    ) -> Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>> {
+        request.extensions().get::<PeerInfo>().and_then(|p| p.chain.clone())
     }
 }
 
@@ -79,8 +92,12 @@ pub(crate) fn accept(
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await {
                     Ok(Ok(stream)) => {
-                        let peer = peer_of(stream.get_ref().1.peer_certificates());
-                        let _ = to_server.send(Ok(Connection::with_peer(stream, peer))).await;
+                        let certificates = stream.get_ref().1.peer_certificates();
+                        let info = PeerInfo {
+                            peer: peer_of(certificates),
+                            chain: certificates.map(|chain| Arc::new(chain.to_vec())),
+                        };
+                        let _ = to_server.send(Ok(Connection::with_peer(stream, info))).await;
                     }
                     Ok(Err(e)) => tracing::warn!(listener, reason = %e, "TLS handshake refused"),
                     Err(_) => tracing::warn!(listener, "TLS handshake timed out"),
@@ -115,6 +132,35 @@ pub(crate) fn dial_config(
 }
 
 impl crate::Node {
+    /// Under TLS, the admin whose certificate (issued by this site's CA, naming
+    /// `spiffe://<td>/sites/<site>/admins/<name>`) the client presented: changing the site's
+    /// membership and minting join tokens need one. Plaintext (`--insecure`) checks nothing.
+    pub(crate) fn require_admin<T>(
+        &self,
+        request: &tonic::Request<T>,
+        what: &str,
+    ) -> Result<String, crate::NodeError> {
+        let Security::Tls(tls) = &self.config().security else {
+            return Ok("(plaintext)".to_owned());
+        };
+        let site = &self.config().site;
+        let how = format!(
+            "{what} needs an admin certificate of site {site} (`idmesh site issue-cert --admin NAME`), presented with --client-cert and --client-key"
+        );
+        let Some(chain) = PeerInfo::chain_of(request) else {
+            return Err(crate::NodeError::Unauthenticated {
+                reason: format!("no client certificate: {how}"),
+            });
+        };
+        let now_secs = self.now().0 / 1000;
+        let now = rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(now_secs));
+        let anchors = tls.rules.read().unwrap_or_else(|p| p.into_inner()).anchors.clone();
+        let admin = idmesh_tls::verify_admin(&chain, &anchors, site, now)
+            .map_err(|e| crate::NodeError::PermissionDenied { reason: format!("{e}; {how}") })?;
+        tracing::info!(admin = %admin, %what, "admin request");
+        Ok(admin)
+    }
+
     /// Under TLS, a peer of this site must be a current member of it, unless this node is not
     /// a member itself yet (a node being added is reached by the site's nodes first). Peers of
     /// other sites are bound by their link instead (the sync hello, the audit sender check).

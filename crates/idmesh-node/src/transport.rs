@@ -28,9 +28,9 @@ impl Connection {
         Self(Box::pin(io), PeerInfo::default())
     }
 
-    /// Wraps a stream whose peer was proven to be `peer`.
-    pub fn with_peer(io: impl Io, peer: Option<Arc<idmesh_tls::PeerName>>) -> Self {
-        Self(Box::pin(io), PeerInfo(peer))
+    /// Wraps a stream whose client proved `info` in its handshake.
+    pub fn with_peer(io: impl Io, info: PeerInfo) -> Self {
+        Self(Box::pin(io), info)
     }
 }
 

@@ -107,6 +107,39 @@ impl SiteCa {
         &self.cert_pem
     }
 
+    /// A new key and a client certificate for admin `name` of this CA's site (see
+    /// [`crate::verify_admin`]).
+    pub fn issue_admin(
+        &self,
+        name: &str,
+        not_before_secs: i64,
+        not_after_secs: i64,
+    ) -> Result<IssuedCert, TlsError> {
+        crate::check_admin_name(name)?;
+        let key = KeyPair::generate().map_err(|e| TlsError::generate("an admin key", e))?;
+        let mut params = CertificateParams::default();
+        (params.not_before, params.not_after) = window(not_before_secs, not_after_secs)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, self.name.trust_domain.to_string());
+        dn.push(DnType::CommonName, format!("idmesh admin {name} of site {}", self.name.site));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let uri = crate::admin_uri(&self.name.trust_domain, &self.name.site, name);
+        params.subject_alt_names =
+            vec![SanType::URI(uri.try_into().map_err(|e| TlsError::generate("an admin URI", e))?)];
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
+            .map_err(|e| TlsError::cert("CA certificate", e.to_string()))?;
+        let cert =
+            params.signed_by(&key, &issuer).map_err(|e| TlsError::generate("an admin certificate", e))?;
+        Ok(IssuedCert {
+            cert_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+    }
+
     /// A new key and certificate for node `node` of this CA's site, naming also `names` (DNS
     /// names or IP addresses clients dial its public listener by).
     pub fn issue_node(

@@ -15,6 +15,7 @@
 //! Nothing here reads a clock: validity is checked at the time rustls passes in, and
 //! certificates are issued for the times the caller names.
 
+mod admin;
 mod anchors;
 mod config;
 mod error;
@@ -24,6 +25,7 @@ mod issue;
 mod spiffe;
 mod verify;
 
+pub use admin::{ADMIN_NAME_MAX_BYTES, admin_uri, check_admin_name, verify_admin};
 pub use anchors::TrustAnchors;
 pub use config::{
     ClientAuth, client_config, install_crypto_provider, peer_client_config, peer_server_config,

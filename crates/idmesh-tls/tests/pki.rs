@@ -175,3 +175,27 @@ fn a_signing_request_gives_a_certificate_for_the_assigned_node_only() {
         .is_err()
     );
 }
+
+#[test]
+fn only_an_admin_certificate_of_the_site_ca_proves_an_admin() {
+    let eu = ca("acme.example", "eu-west");
+    let us = ca("acme.example", "us-east");
+    let mut anchors = TrustAnchors::new(td("acme.example"));
+    anchors.add_pem("eu", eu.cert_pem()).unwrap();
+    anchors.add_pem("us", us.cert_pem()).unwrap();
+    let at = |secs: i64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs as u64));
+    let admin = eu.issue_admin("alice", NOW - 60, NOW + DAY).unwrap();
+    let verify =
+        |pem: &str, when: i64| idmesh_tls::verify_admin(&chain(pem), &anchors, &site("eu-west"), at(when));
+    assert_eq!(verify(&admin.cert_pem, NOW).unwrap(), "alice");
+    assert!(verify(&admin.cert_pem, NOW + 2 * DAY).is_err(), "expired");
+    // A node's certificate of the same CA is no admin's; another site's admin is not this one's.
+    let node = eu.issue_node(NodeId(1), &[], NOW - 60, NOW + DAY).unwrap();
+    assert!(verify(&node.cert_pem, NOW).unwrap_err().to_string().contains("exactly one admin"));
+    let other = us.issue_admin("alice", NOW - 60, NOW + DAY).unwrap();
+    assert!(verify(&other.cert_pem, NOW).is_err());
+    // A CA that calls itself eu-west's but is not the trusted one.
+    let rogue = ca("acme.example", "eu-west").issue_admin("alice", NOW - 60, NOW + DAY).unwrap();
+    assert!(verify(&rogue.cert_pem, NOW).unwrap_err().to_string().contains("not an admin certificate"));
+    assert!(eu.issue_admin("Bad Name", NOW, NOW + DAY).is_err());
+}

@@ -647,8 +647,12 @@ pub enum SiteCommand {
         #[arg(long)]
         ca_dir: PathBuf,
         /// The node's id in its site.
-        #[arg(long)]
-        node_id: u64,
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        node_id: Option<u64>,
+        /// Issue an admin's client certificate instead (OUT/admin.pem, OUT/admin.key): it lets
+        /// its holder mint join tokens and add or remove nodes (--client-cert, --client-key).
+        #[arg(long, value_name = "NAME")]
+        admin: Option<String>,
         /// A DNS name or IP address clients reach the node's public listener by (repeatable)
         /// [default: localhost, 127.0.0.1].
         #[arg(long = "name")]

@@ -227,9 +227,13 @@ pub async fn site(client: ClientArgs, command: SiteCommand) -> Result<(), Failur
             let kek = crate::kek::load(kek_file.as_deref(), false, "")?;
             return crate::pki_cmd::init_ca(trust_domain, site, out, *valid_days, kek.as_deref());
         }
-        SiteCommand::IssueCert { ca_dir, node_id, names, out, valid_days, kek_file } => {
+        SiteCommand::IssueCert { ca_dir, node_id, admin, names, out, valid_days, kek_file } => {
             let kek = crate::kek::load(kek_file.as_deref(), false, "")?;
-            return crate::pki_cmd::issue_cert(ca_dir, *node_id, names, out, *valid_days, kek.as_deref());
+            if let Some(name) = admin {
+                return crate::pki_cmd::issue_admin(ca_dir, name, out, *valid_days, kek.as_deref());
+            }
+            let node_id = node_id.ok_or_else(|| Failure::usage("--node-id or --admin is required"))?;
+            return crate::pki_cmd::issue_cert(ca_dir, node_id, names, out, *valid_days, kek.as_deref());
         }
         SiteCommand::GenKek { out } => return crate::kek::generate(out),
         SiteCommand::JoinToken { ttl } => {

@@ -102,7 +102,8 @@ pub struct NodeArgs {
     /// CA(s) whose client certificates the public listener accepts.
     #[arg(long)]
     pub public_client_ca: Option<PathBuf>,
-    /// none, optional or required [default: required when --public-client-ca is given].
+    /// optional or required [default: required when --public-client-ca is given; else
+    /// optional, for admin certificates of the site's CA].
     #[arg(long)]
     pub public_client_auth: Option<String>,
     /// The site's CA (ca.pem, ca.key): with it this node issues certificates to nodes that

@@ -219,6 +219,10 @@ pub fn dev_banner(server: &str, data_dir: &Path, trust_domain: &str, ca_file: Op
             say!("  data dir      {}", data_dir.display());
             say!("  site CA       {} (the CLI finds it through IDMESH_CA)", ca.display());
             say!(
+                "  admin         {0}/admin/admin.pem, admin.key (--client-cert, --client-key: site join-token, add-node, remove-node)",
+                data_dir.display()
+            );
+            say!(
                 "  keys          sealed with {}/kek, kept beside the data: fine for a trial,",
                 data_dir.display()
             );

@@ -123,6 +123,34 @@ pub fn issue_cert(
     Ok(())
 }
 
+/// `idmesh site issue-cert --admin NAME`: an admin's key and client certificate, with the CA's
+/// certificate, in `out` (admin.pem, admin.key, ca.pem).
+pub fn issue_admin(
+    ca_dir: &Path,
+    name: &str,
+    out: &Path,
+    valid_days: u64,
+    kek: Option<&idmesh_store::Kek>,
+) -> Result<(), Failure> {
+    let (from, until) = validity(valid_days)?;
+    let ca = load_ca(ca_dir, kek)?;
+    let issued = ca.issue_admin(name, from, until).map_err(|e| Failure::usage(e.to_string()))?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", out.display())))?;
+    // The client reads admin.key as it is: it holds no KEK.
+    write_new(&out.join("admin.key"), &issued.key_pem, true)?;
+    write_new(&out.join("admin.pem"), &issued.cert_pem, false)?;
+    if !out.join("ca.pem").exists() {
+        write_new(&out.join("ca.pem"), ca.cert_pem(), false)?;
+    }
+    crate::output::say_line(&format!(
+        "admin certificate for {}/admins/{name} written to {} (admin.pem, admin.key mode 0600, ca.pem); valid {valid_days} days",
+        ca.name(),
+        out.display()
+    ));
+    Ok(())
+}
+
 fn load_ca(ca_dir: &Path, kek: Option<&idmesh_store::Kek>) -> Result<SiteCa, Failure> {
     let cert = read_pem(&ca_dir.join("ca.pem"), "CA certificate")?;
     let key = crate::kek::read_key(&ca_dir.join("ca.key"), "CA key", kek)?;
@@ -169,11 +197,18 @@ pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) ->
             .map_err(|e| Failure::usage(format!("--peer-cas: {e}")))?;
         tracing::info!(file = %path.display(), sites = ?sites, "trusting CAs of other sites");
     }
+    // The public port always lets a client present a certificate of this site's CA (an admin
+    // certificate, which membership changes and join tokens need), and of --public-client-ca.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in anchors.for_site(site) {
+        roots.add(ca.clone()).map_err(|e| Failure::usage(format!("--tls-dir ca.pem: {e}")))?;
+    }
     let public_clients = match (flags.public_client_ca, flags.public_client_auth.as_deref()) {
-        (None, None | Some("none")) => ClientAuth::None,
-        (None, Some(_)) => return Err(Failure::usage("--public-client-auth needs --public-client-ca")),
+        (None, None | Some("optional")) => ClientAuth::Optional(Arc::new(roots)),
+        (None, Some(_)) => {
+            return Err(Failure::usage("--public-client-auth required needs --public-client-ca"));
+        }
         (Some(path), mode) => {
-            let mut roots = rustls::RootCertStore::empty();
             let text = read_pem(&path, "public client CA")?;
             let certs = idmesh_tls::inspect_pem_certs(&path.display().to_string(), &text)
                 .map_err(|e| Failure::usage(format!("--public-client-ca: {e}")))?;
@@ -185,7 +220,7 @@ pub fn security(flags: TlsFlags, trust_domain: &TrustDomain, site: &SiteName) ->
                 Some("optional") => ClientAuth::Optional(Arc::new(roots)),
                 Some(other) => {
                     return Err(Failure::usage(format!(
-                        "--public-client-auth must be none, optional or required (got {other:?})"
+                        "--public-client-auth must be optional or required (got {other:?})"
                     )));
                 }
             }
@@ -295,6 +330,7 @@ pub fn dev_material(
         init_ca(trust_domain.as_str(), site.as_str(), &ca_dir, 3650, Some(&kek))?;
     }
     issue_cert(&ca_dir, 1, &[], &tls_dir, 365, Some(&kek))?;
+    issue_admin(&ca_dir, "dev", &data_dir.join("admin"), 365, Some(&kek))?;
     Ok((tls_dir, kek))
 }
 

@@ -31,6 +31,7 @@ impl Site for SiteApi {
     }
 
     async fn add_node(&self, request: Request<AddNodeRequest>) -> Result<Response<SiteStatus>, Status> {
+        self.node.require_admin(&request, "adding a node")?;
         let request = request.into_inner();
         let log_index = self.node.add_node(request.node_id, request.peer_addr.clone()).await?;
         tracing::info!(added = request.node_id, peer_addr = %request.peer_addr, log_index, "node added");
@@ -38,6 +39,7 @@ impl Site for SiteApi {
     }
 
     async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<SiteStatus>, Status> {
+        self.node.require_admin(&request, "removing a node")?;
         let request = request.into_inner();
         let log_index = self.node.remove_node(request.node_id).await?;
         tracing::info!(removed = request.node_id, log_index, "node removed");
@@ -48,6 +50,7 @@ impl Site for SiteApi {
         &self,
         request: Request<CreateJoinTokenRequest>,
     ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        self.node.require_admin(&request, "minting a join token")?;
         let (token, expires_at) = self.node.mint_join_token(request.into_inner().ttl_secs).await?;
         Ok(Response::new(CreateJoinTokenResponse { token, expires_at_unix_ms: expires_at.0 }))
     }
