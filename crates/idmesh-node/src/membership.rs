@@ -60,7 +60,7 @@ impl Node {
     }
 
     pub(crate) async fn add_node_as_leader(&self, node_id: u64, peer_addr: String) -> ForwardReply {
-        if let Some(reply) = self.refuse_unless_leader_with_quorum() {
+        if let Some(reply) = self.refuse_unless_leader_with_quorum_soon().await {
             return reply;
         }
         let membership = self.metrics().membership_config.clone();
@@ -96,7 +96,7 @@ impl Node {
     }
 
     pub(crate) async fn remove_node_as_leader(&self, node_id: u64) -> ForwardReply {
-        if let Some(reply) = self.refuse_unless_leader_with_quorum() {
+        if let Some(reply) = self.refuse_unless_leader_with_quorum_soon().await {
             return reply;
         }
         let membership = self.metrics().membership_config.clone();

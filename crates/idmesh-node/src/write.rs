@@ -229,7 +229,7 @@ impl Node {
         what: String,
         prepare: impl FnOnce(&Self) -> Result<Prepared, NodeError>,
     ) -> ForwardReply {
-        if let Some(reply) = self.refuse_unless_leader_with_quorum() {
+        if let Some(reply) = self.refuse_unless_leader_with_quorum_soon().await {
             return reply;
         }
         let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
@@ -328,7 +328,7 @@ impl Node {
 
     /// Proposes `entry` as it is, if this node leads with a quorum.
     pub(crate) async fn propose_as_leader(&self, entry: Entry) -> ForwardReply {
-        if let Some(reply) = self.refuse_unless_leader_with_quorum() {
+        if let Some(reply) = self.refuse_unless_leader_with_quorum_soon().await {
             return reply;
         }
         let timeout = Duration::from_millis(self.config().raft.write_timeout_ms);
@@ -386,6 +386,25 @@ impl Node {
             })
             .map_err(|e| NodeError::Storage { detail: e.to_string() })??;
         Ok(recorded)
+    }
+
+    /// [`Node::refuse_unless_leader_with_quorum`], except that a leader that no majority has
+    /// acknowledged yet in its term (just elected: its first heartbeats are in flight, over
+    /// connections that may still be in their TLS handshakes) waits up to the election
+    /// timeout for one before refusing. A leader that had a quorum and lost it is refused at
+    /// once, as before.
+    pub(crate) async fn refuse_unless_leader_with_quorum_soon(&self) -> Option<ForwardReply> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config().raft.election_timeout_max_ms);
+        loop {
+            let refusal = self.refuse_unless_leader_with_quorum();
+            let newly_elected = matches!(refusal, Some(ForwardReply::Failed(NodeError::NoQuorum { .. })))
+                && self.metrics().last_quorum_acked.is_none();
+            if !newly_elected || tokio::time::Instant::now() >= deadline {
+                return refusal;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `None` if this node leads and a quorum acknowledged it recently; else the reply that
