@@ -8,6 +8,7 @@ mod exit;
 mod kek;
 mod keyfile;
 mod node_cmd;
+mod node_tls;
 mod output;
 mod pki_cmd;
 mod policy_cmd;

@@ -274,10 +274,10 @@ impl NodeArgs {
                 None => vec!["localhost".into(), listen.ip().to_string()],
             };
             let ca = a.join_ca.clone().unwrap_or_else(|| dir.join("ca.pem"));
-            crate::pki_cmd::join_site(token, server, &ca, node_id, &names, dir, kek.as_deref()).await?;
+            crate::node_tls::join_site(token, server, &ca, node_id, &names, dir, kek.as_deref()).await?;
         }
-        let security = crate::pki_cmd::security(
-            crate::pki_cmd::TlsFlags {
+        let security = crate::node_tls::security(
+            crate::node_tls::TlsFlags {
                 tls_dir: a.tls_dir,
                 peer_cas: a
                     .peer_cas
@@ -363,7 +363,7 @@ pub fn parse_links(text: &str) -> Result<Vec<(SiteName, String)>, InvalidField> 
 /// when the file changes (`pki_cmd::reload_certificate`).
 pub async fn run_node(config: NodeConfig, tls_dir: Option<PathBuf>) -> Result<(), Failure> {
     if let (idmesh_node::Security::Tls(tls), Some(dir)) = (&config.security, tls_dir) {
-        tokio::spawn(crate::pki_cmd::reload_certificate(tls.identity.clone(), dir, config.kek.clone()));
+        tokio::spawn(crate::node_tls::reload_certificate(tls.identity.clone(), dir, config.kek.clone()));
     }
     let running = Node::start(config).await.map_err(|e| Failure::server(e.to_string()))?;
     wait_for_signal().await;
@@ -381,10 +381,10 @@ pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .map_err(|e| Failure::usage(format!("cannot create {}: {e}", args.data_dir.display())))?;
-        let (tls_dir, kek) = crate::pki_cmd::dev_material(&args.data_dir, &trust_domain, &site)?;
+        let (tls_dir, kek) = crate::node_tls::dev_material(&args.data_dir, &trust_domain, &site)?;
         (Some(tls_dir), Some(kek))
     };
-    let flags = crate::pki_cmd::TlsFlags {
+    let flags = crate::node_tls::TlsFlags {
         tls_dir: ca.clone(),
         peer_cas: Vec::new(),
         public_client_ca: None,
@@ -393,7 +393,7 @@ pub async fn run_dev(args: DevArgs) -> Result<(), Failure> {
         kek: kek.clone(),
         insecure: args.insecure,
     };
-    let security = crate::pki_cmd::security(flags, &trust_domain, &site)?;
+    let security = crate::node_tls::security(flags, &trust_domain, &site)?;
     let mut config =
         NodeConfig::single_node(trust_domain, site, args.data_dir.clone(), args.listen, args.peer_listen);
     config.security = security;
