@@ -171,12 +171,23 @@ impl crate::Node {
         if peer.site != self.config().site {
             return Ok(());
         }
-        let members = self.member_ids();
-        if !members.contains(&self.config().node_id.0) || peer.node.is_some_and(|n| members.contains(&n.0)) {
-            return Ok(());
+        {
+            // Read in place: this runs on every Raft request.
+            use openraft::async_runtime::WatchReceiver as _;
+            let metrics = self.raft().metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            let is_member = |id: u64| membership.get_node(&id).is_some();
+            if !is_member(self.config().node_id.0) || peer.node.is_some_and(|n| is_member(n.0)) {
+                return Ok(());
+            }
         }
         Err(crate::NodeError::WrongPeer {
-            detail: format!("{peer} is not a member of site {} (members: {members:?})", self.config().site),
+            detail: format!(
+                "{peer} is not a member of site {} (members: {:?})",
+                self.config().site,
+                self.member_ids()
+            ),
         })
     }
 

@@ -94,7 +94,11 @@ impl SiteCa {
         if x509.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(TlsError::cert("CA key", "is not the key of the CA certificate"));
         }
-        Ok(Self { name, cert_pem: pem_of(&certs[0]), key })
+        let cert_pem = pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", certs[0].to_vec()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        );
+        Ok(Self { name, cert_pem, key })
     }
 
     /// The site this CA vouches for.
@@ -117,27 +121,16 @@ impl SiteCa {
     ) -> Result<IssuedCert, TlsError> {
         crate::check_admin_name(name)?;
         let key = KeyPair::generate().map_err(|e| TlsError::generate("an admin key", e))?;
-        let mut params = CertificateParams::default();
-        (params.not_before, params.not_after) = window(not_before_secs, not_after_secs)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, self.name.trust_domain.to_string());
-        dn.push(DnType::CommonName, format!("idmesh admin {name} of site {}", self.name.site));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
         let uri = crate::admin_uri(&self.name.trust_domain, &self.name.site, name);
-        params.subject_alt_names =
-            vec![SanType::URI(uri.try_into().map_err(|e| TlsError::generate("an admin URI", e))?)];
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
-            .map_err(|e| TlsError::cert("CA certificate", e.to_string()))?;
-        let cert =
-            params.signed_by(&key, &issuer).map_err(|e| TlsError::generate("an admin certificate", e))?;
-        Ok(IssuedCert {
-            cert_pem: format!("{}{}", cert.pem(), self.cert_pem),
-            key_pem: Zeroizing::new(key.serialize_pem()),
-        })
+        let leaf = Leaf {
+            what: "an admin certificate",
+            common_name: format!("idmesh admin {name} of site {}", self.name.site),
+            names: vec![SanType::URI(uri.try_into().map_err(|e| TlsError::generate("an admin URI", e))?)],
+            usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            window: window(not_before_secs, not_after_secs)?,
+        };
+        let cert_pem = self.sign(&key, leaf)?;
+        Ok(IssuedCert { cert_pem, key_pem: Zeroizing::new(key.serialize_pem()) })
     }
 
     /// A new key and certificate for node `node` of this CA's site, naming also `names` (DNS
@@ -185,17 +178,6 @@ impl SiteCa {
             return Err(TlsError::cert("names", format!("at most {}", crate::CERT_NAMES_MAX)));
         }
         let name = PeerName::node(self.name.trust_domain.clone(), self.name.site.clone(), node);
-        let mut params = CertificateParams::default();
-        (params.not_before, params.not_after) = window(not_before_secs, not_after_secs)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, self.name.trust_domain.to_string());
-        dn.push(DnType::CommonName, format!("idmesh node {} of site {}", node.0, self.name.site));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
         let mut sans = vec![uri(&name)?];
         for n in names {
             sans.push(match n.parse::<IpAddr>() {
@@ -209,13 +191,45 @@ impl SiteCa {
                 }
             });
         }
-        params.subject_alt_names = sans;
+        let leaf = Leaf {
+            what: "a node certificate",
+            common_name: format!("idmesh node {} of site {}", node.0, self.name.site),
+            names: sans,
+            usages: vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            window: window(not_before_secs, not_after_secs)?,
+        };
+        self.sign(public_key, leaf)
+    }
+
+    /// `leaf` over `public_key`, signed by this CA; the PEM of it followed by the CA's.
+    fn sign(&self, public_key: &impl rcgen::PublicKeyData, leaf: Leaf) -> Result<String, TlsError> {
+        let mut params = CertificateParams::default();
+        (params.not_before, params.not_after) = leaf.window;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, self.name.trust_domain.to_string());
+        dn.push(DnType::CommonName, leaf.common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = leaf.usages;
+        params.use_authority_key_identifier_extension = true;
+        params.subject_alt_names = leaf.names;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
             .map_err(|e| TlsError::cert("CA certificate", e.to_string()))?;
-        let cert =
-            params.signed_by(public_key, &issuer).map_err(|e| TlsError::generate("a node certificate", e))?;
+        let cert = params.signed_by(public_key, &issuer).map_err(|e| TlsError::generate(leaf.what, e))?;
         Ok(format!("{}{}", cert.pem(), self.cert_pem))
     }
+}
+
+/// What differs between the end-entity certificates a site CA issues.
+struct Leaf {
+    /// Names it in errors.
+    what: &'static str,
+    common_name: String,
+    /// Subject alternative names: the SPIFFE URI first.
+    names: Vec<SanType>,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+    window: (time::OffsetDateTime, time::OffsetDateTime),
 }
 
 /// A new key and a certificate signing request over it (what a joining node sends; the CA
@@ -231,16 +245,4 @@ pub fn new_signing_request() -> Result<(String, Zeroizing<String>), TlsError> {
 
 fn uri(name: &PeerName) -> Result<SanType, TlsError> {
     Ok(SanType::URI(name.to_string().try_into().map_err(|e| TlsError::generate("a SPIFFE URI", e))?))
-}
-
-fn pem_of(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }

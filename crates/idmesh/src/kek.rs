@@ -19,8 +19,8 @@ use std::path::Path;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-const ARMOR_BEGIN: &str = "-----BEGIN IDMESH SEALED KEY-----";
-const ARMOR_END: &str = "-----END IDMESH SEALED KEY-----";
+/// The PEM label of a sealed private key file.
+const SEALED_KEY_LABEL: &str = "IDMESH SEALED KEY";
 /// The environment variable a KEK may come from.
 pub const KEK_ENV: &str = "IDMESH_KEK";
 
@@ -114,43 +114,36 @@ pub fn generate(out: &Path) -> Result<(), Failure> {
 /// A private key PEM sealed with `kek`, armored for a file.
 pub fn seal_pem(kek: &Kek, pem: &str) -> Result<Zeroizing<String>, Failure> {
     let sealed = kek.seal(pem.as_bytes()).map_err(|e| Failure::server(e.to_string()))?;
-    let body = base64::engine::general_purpose::STANDARD.encode(sealed);
-    let mut text = format!("{ARMOR_BEGIN}\n");
-    for line in body.as_bytes().chunks(64) {
-        text.push_str(&String::from_utf8_lossy(line));
-        text.push('\n');
-    }
-    text.push_str(ARMOR_END);
-    text.push('\n');
-    Ok(Zeroizing::new(text))
+    Ok(Zeroizing::new(pem::encode_config(
+        &pem::Pem::new(SEALED_KEY_LABEL, sealed),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )))
 }
 
 /// A private key file's PEM: opened with `kek` if it is sealed. A key file that is not
 /// sealed is read as it is, with a warning when a KEK was given.
 pub fn read_key(path: &Path, what: &str, kek: Option<&Kek>) -> Result<Zeroizing<String>, Failure> {
     let text = Zeroizing::new(crate::pki_cmd::read_pem(path, what)?);
-    let trimmed = text.trim();
-    let Some(body) = trimmed.strip_prefix(ARMOR_BEGIN).and_then(|b| b.strip_suffix(ARMOR_END)) else {
+    if !text.trim_start().starts_with(&format!("-----BEGIN {SEALED_KEY_LABEL}-----")) {
         if kek.is_some() {
             tracing::warn!(file = %path.display(), "{what} is not sealed: anyone who can read the file has the key");
         }
         return Ok(text);
-    };
+    }
     let Some(kek) = kek else {
         return Err(Failure::usage(format!(
             "{what} {} is sealed: give its key-encryption key (--kek-file, {KEK_ENV} or --kek-prompt)",
             path.display()
         )));
     };
-    let compact: String = body.split_whitespace().collect();
-    let sealed = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).map_err(|e| {
-        Failure::usage(format!("{what} {}: the sealed key is not base64: {e}", path.display()))
+    let sealed = pem::parse(text.as_bytes()).map_err(|e| {
+        Failure::usage(format!("{what} {}: the sealed key does not parse: {e}", path.display()))
     })?;
-    let plaintext = Zeroizing::new(
-        kek.open(&format!("{what} {}", path.display()), &sealed)
+    let mut plaintext = Zeroizing::new(
+        kek.open(&format!("{what} {}", path.display()), sealed.contents())
             .map_err(|e| Failure::usage(e.to_string()))?,
     );
-    String::from_utf8(plaintext.to_vec())
+    String::from_utf8(std::mem::take(&mut *plaintext))
         .map(Zeroizing::new)
         .map_err(|_| Failure::usage(format!("{what} {}: the sealed key is not text", path.display())))
 }

@@ -7,6 +7,10 @@
 
 pub mod etcd;
 pub mod load;
+/// The integration tests' CA, certificate and key-encryption key files (one source for both).
+#[allow(dead_code)]
+#[path = "../../../../tests/support/pki.rs"]
+pub mod pki;
 pub mod report;
 
 use anyhow::{Context as _, bail};
@@ -85,7 +89,12 @@ impl Cluster {
     pub fn start_idmesh(root: &Path, tag: &str, n: u64) -> anyhow::Result<Cluster> {
         let addrs: Vec<(SocketAddr, SocketAddr)> =
             (0..n).map(|_| Ok((free_addr()?, free_addr()?))).collect::<anyhow::Result<_>>()?;
-        let ca = if insecure() { None } else { Some(make_ca(&root.join(format!("{tag}-ca")))?) };
+        let ca = (!insecure()).then(|| {
+            let ca_dir = root.join(format!("{tag}-ca"));
+            pki::make_ca(&ca_dir, TRUST_DOMAIN, "bench");
+            pki::make_kek(&root.join(format!("{tag}-kek")));
+            ca_dir
+        });
         let peers: Vec<String> =
             addrs.iter().zip(1..).map(|((_, peer), id)| format!("{id}={peer}")).collect();
         let peers = peers.join(",");
@@ -104,19 +113,11 @@ impl Cluster {
                 None => {
                     cmd.arg("--insecure");
                 }
-                Some(ca) => {
+                Some(ca_dir) => {
                     let tls_dir = root.join(format!("{tag}-node-{id}.tls"));
-                    issue(ca, id, &tls_dir)?;
+                    pki::issue(ca_dir, id, &tls_dir, pki::VALID);
                     cmd.arg("--tls-dir").arg(&tls_dir);
-                    let kek = root.join(format!("{tag}-kek"));
-                    if !kek.exists() {
-                        use base64::Engine as _;
-                        let mut secret = [0u8; 32];
-                        getrandom::getrandom(&mut secret)
-                            .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-                        std::fs::write(&kek, base64::engine::general_purpose::STANDARD.encode(secret))?;
-                    }
-                    cmd.arg("--kek-file").arg(&kek);
+                    cmd.arg("--kek-file").arg(root.join(format!("{tag}-kek")));
                     CAS.lock().unwrap_or_else(|p| p.into_inner()).insert(public, tls_dir.join("ca.pem"));
                 }
             }
@@ -275,31 +276,6 @@ pub fn transport_name() -> &'static str {
 /// Public addresses of nodes that run TLS, and their CA file.
 static CAS: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, PathBuf>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A CA for the bench site in `dir`; returns it loaded.
-fn make_ca(dir: &Path) -> anyhow::Result<idmesh_tls::SiteCa> {
-    let td = idmesh_types::TrustDomain::parse_field("trust_domain", TRUST_DOMAIN)?;
-    let site = idmesh_types::SiteName::parse_field("site", "bench")?;
-    let made = idmesh_tls::SiteCa::generate(&td, &site, now_secs() - 60, now_secs() + 86_400)?;
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("ca.pem"), &made.cert_pem)?;
-    Ok(idmesh_tls::SiteCa::load(&made.cert_pem, &made.key_pem)?)
-}
-
-/// Node `id`'s TLS dir.
-fn issue(ca: &idmesh_tls::SiteCa, id: u64, out: &Path) -> anyhow::Result<()> {
-    let cert =
-        ca.issue_node(idmesh_types::NodeId(id), &["127.0.0.1".into()], now_secs() - 60, now_secs() + 86_400)?;
-    std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("node.pem"), &cert.cert_pem)?;
-    std::fs::write(out.join("node.key"), cert.key_pem.as_bytes())?;
-    std::fs::write(out.join("ca.pem"), ca.cert_pem())?;
-    Ok(())
-}
 
 /// An endpoint for `addr`: TLS with the node's CA, or plaintext.
 pub fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
